@@ -1,0 +1,48 @@
+"""Every Prometheus metric of the daemon (prefix ``indexer_``, units in names, low cardinality).
+
+Labels never carry secrets or URLs with credentials: an RPC endpoint is labelled by its index.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+HEAD_BLOCK = Gauge("indexer_head_block", "Latest block number reported by the node", ["chain"])
+CHECKPOINT_BLOCK = Gauge("indexer_checkpoint_block", "Highest committed block", ["chain"])
+FINALIZED_BLOCK = Gauge("indexer_finalized_block", "Finalized block number", ["chain"])
+LAG_BLOCKS = Gauge("indexer_lag_blocks", "Head minus checkpoint", ["chain"])
+REORGS = Counter("indexer_reorgs_total", "Reorgs detected and rolled back", ["chain"])
+REORG_DEPTH = Histogram(
+    "indexer_reorg_depth_blocks",
+    "Depth of rolled back reorgs",
+    ["chain"],
+    buckets=(1, 2, 3, 5, 8, 13, 21, 34, 64, 128, 256),
+)
+RPC_REQUESTS = Counter(
+    "indexer_rpc_requests_total", "JSON-RPC requests by method and outcome", ["method", "outcome"]
+)
+RPC_SECONDS = Histogram("indexer_rpc_request_seconds", "JSON-RPC request latency", ["method"])
+RPC_ENDPOINT_ERRORS = Counter(
+    "indexer_rpc_endpoint_errors_total",
+    "Errors per RPC endpoint (by index)",
+    ["chain", "endpoint", "kind"],
+)
+RPC_LOG_RANGE = Gauge(
+    "indexer_rpc_log_range_blocks", "Current adaptive eth_getLogs range", ["chain"]
+)
+BATCH_COMMIT_SECONDS = Histogram("indexer_batch_commit_seconds", "Batch commit latency", ["chain"])
+EVENTS_WRITTEN = Counter("indexer_events_written_total", "Event rows written", ["chain", "table"])
+QUARANTINED = Counter("indexer_quarantined_logs_total", "Logs that did not decode", ["chain"])
+INVALID_RPC_DATA = Counter(
+    "indexer_invalid_rpc_data_total",
+    "Ranges rejected because the RPC data did not verify",
+    ["chain"],
+)
+RETRIES = Counter("indexer_step_retries_total", "Retryable failures of a step", ["chain", "kind"])
+HEALTHY = Gauge("indexer_healthy", "1 when the chain follows normally, 0 when halted", ["chain"])
+HALTED = Gauge("indexer_halted", "1 when the chain is halted (deep reorg, finality)", ["chain"])
+LEADER = Gauge("indexer_leader", "1 when this process holds the chain's writer lock", ["chain"])
+REWARDS_PUSHED = Counter("indexer_rewards_pushed_total", "Rewards pushed by outcome", ["outcome"])
+RECONCILE_MISMATCHES = Counter(
+    "indexer_reconcile_mismatches_total", "Discrepancies found by the reconciler", ["chain", "kind"]
+)
