@@ -1,0 +1,157 @@
+"""The one database layer: pools, the named queries, and schema migration.
+
+Every SQL statement lives in ``indexer/sql/queries.sql`` under a ``-- name: x`` header (like
+procrastinate's loader); ``schema.sql`` at the repository root is idempotent DDL applied under
+an advisory lock. Rows of the event tables are written with COPY by the sink.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeAlias
+
+import asyncpg
+import asyncpg.pool
+
+from indexer.errors import DatabaseUnavailable, SchemaVersionError
+
+SCHEMA_VERSION = 1
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schema.sql"
+QUERIES_PATH = Path(__file__).resolve().parent / "sql" / "queries.sql"
+MIGRATE_LOCK_KEY = 0x7265_7761_7264  # "reward": one advisory lock for schema changes
+CONNECT_TIMEOUT_S = 10.0
+STATEMENT_TIMEOUT_MS = 60_000
+
+Conn: TypeAlias = (
+    "asyncpg.Connection[asyncpg.Record] | asyncpg.pool.PoolConnectionProxy[asyncpg.Record]"
+)
+
+_NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
+
+
+def load_queries(path: Path = QUERIES_PATH) -> dict[str, str]:
+    """Named statements of ``queries.sql``; the description line is dropped."""
+    text = path.read_text()
+    parts = _NAME.split(text)
+    out: dict[str, str] = {}
+    for name, body in zip(parts[1::2], parts[2::2], strict=True):
+        lines = [ln for ln in body.strip().splitlines() if not ln.startswith("--")]
+        out[name] = "\n".join(lines).strip().rstrip(";")
+    return out
+
+
+Q: dict[str, str] = load_queries()
+
+# Errors that mean "the connection or server went away"; the caller retries the whole batch.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    ConnectionError,
+    TimeoutError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.QueryCanceledError,
+    asyncpg.exceptions.SerializationError,
+    asyncpg.exceptions.DeadlockDetectedError,
+)
+
+
+def redact_dsn(dsn: str) -> str:
+    """The DSN with its password replaced, for messages."""
+    return re.sub(r"(//[^:/@]+):[^@]*@", r"\1:****@", dsn)
+
+
+async def create_pool(dsn: str, *, app: str = "indexer", size: int = 4) -> asyncpg.Pool:
+    """A pool whose sessions carry a statement timeout and an application name."""
+    try:
+        pool = await asyncpg.create_pool(
+            dsn,
+            min_size=1,
+            max_size=size,
+            timeout=CONNECT_TIMEOUT_S,
+            command_timeout=STATEMENT_TIMEOUT_MS / 1000,
+            server_settings={
+                "application_name": app,
+                "statement_timeout": str(STATEMENT_TIMEOUT_MS),
+                "idle_in_transaction_session_timeout": str(STATEMENT_TIMEOUT_MS),
+            },
+        )
+    except CONNECTION_ERRORS as exc:
+        raise DatabaseUnavailable(f"cannot connect to {redact_dsn(dsn)}: {_short(exc)}") from exc
+    except asyncpg.exceptions.InvalidCatalogNameError as exc:
+        raise DatabaseUnavailable(f"database does not exist: {redact_dsn(dsn)}") from exc
+    assert pool is not None
+    return pool
+
+
+def _short(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}".splitlines()[0]
+
+
+async def current_version(con: Conn) -> int | None:
+    """Schema version of the database, None when it was never migrated."""
+    if not await con.fetchval(Q["has_schema_table"]):
+        return None
+    value = await con.fetchval(Q["schema_version"])
+    return int(value) if value is not None else None
+
+
+async def migrate(dsn: str) -> int:
+    """Apply schema.sql under an advisory lock; refuses a database at a newer version."""
+    try:
+        con = await asyncpg.connect(dsn, timeout=CONNECT_TIMEOUT_S)
+    except CONNECTION_ERRORS as exc:
+        raise DatabaseUnavailable(f"cannot connect to {redact_dsn(dsn)}: {_short(exc)}") from exc
+    try:
+        await con.execute("SELECT pg_advisory_lock($1)", MIGRATE_LOCK_KEY)
+        try:
+            found = await current_version(con)
+            if found is not None and found > SCHEMA_VERSION:
+                raise SchemaVersionError(
+                    f"database is at schema version {found}, newer than this build's "
+                    f"{SCHEMA_VERSION}: upgrade rewardsync instead of migrating down"
+                )
+            async with con.transaction():
+                await con.execute(SCHEMA_PATH.read_text())
+                await con.execute(Q["record_schema_version"], SCHEMA_VERSION)
+        finally:
+            await con.execute("SELECT pg_advisory_unlock($1)", MIGRATE_LOCK_KEY)
+    finally:
+        await con.close()
+    return SCHEMA_VERSION
+
+
+async def check_version(pool: asyncpg.Pool) -> None:
+    """Refuse to run against a database at another schema version (a clear, fatal error)."""
+    async with pool.acquire() as con:
+        found = await current_version(con)
+    if found is None:
+        raise SchemaVersionError("database has no rewardsync schema: run `indexer migrate`")
+    if found != SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"database is at schema version {found}, this build needs {SCHEMA_VERSION}"
+            + (": run `indexer migrate`" if found < SCHEMA_VERSION else "")
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    """A whitelisted table name, safe to splice into SQL (identifiers only from this list)."""
+
+    name: str
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[a-z_]+", self.name):
+            raise ValueError(f"bad table name {self.name!r}")
+
+
+def quote_ident(name: str) -> str:
+    """Quote an identifier that comes from the static table registry."""
+    return '"' + name.replace('"', '""') + '"'
+
+

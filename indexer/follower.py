@@ -1,0 +1,478 @@
+"""The chain follower: one ``step()`` moves a chain's checkpoint forward and says what it did.
+
+Like Shovel's ``Converge``: read the local (number, hash), ask the node for its head, load at
+most ``batch_blocks`` blocks, check that they extend what is stored, commit data and progress
+in one transaction (the sink), return an outcome. The driver loop (``run_follower``) sleeps on
+nothing new, backs off on ``Retryable``, stops on done or halt.
+
+Reorgs. Above the finalized block the full parent-linked header chain is kept; a range fetched
+there must start on the stored tip (parent hash) or it is a reorg. When caught up, every poll
+re-checks the node's hash at the checkpoint height (anvil's ``anvil_reorg`` keeps the height).
+A node whose head is below the checkpoint but agrees on the hash at its head is lagging: wait.
+On a mismatch the follower walks down the stored headers to the newest one the node agrees
+with (the common ancestor) and rolls back to it. An ancestor below the finalized height seen
+at commit time is a finality violation, a depth above ``max_reorg_depth`` a too-deep reorg:
+both halt the chain (nothing deleted) until ``indexer rewind``.
+
+Below the finalized block a range needs only the headers of blocks that carry logs (time and
+hash) and of its last block.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import structlog
+
+from indexer import metrics
+from indexer.checkpoint import Checkpoint, CheckpointStore
+from indexer.decode import AbiRegistry, Event, Undecodable
+from indexer.errors import (
+    FinalityViolation,
+    InvalidRpcData,
+    LaggingNode,
+    ReorgTooDeep,
+    Retryable,
+)
+from indexer.rpc import RpcClient
+from indexer.sink import Batch, PostgresSink
+from indexer.types import BlockHeader, RawLog
+
+log = structlog.get_logger()
+
+ANCESTOR_CHUNK = 16  # node headers fetched per round of the common-ancestor walk
+BACKOFF_BASE_S = 0.5
+BACKOFF_MAX_S = 30.0
+
+
+class Step(enum.Enum):
+    """What one step did; the driver decides sleep / continue / stop from it."""
+
+    ADVANCED = "advanced"
+    NOTHING_NEW = "nothing_new"
+    WAITING = "waiting"  # the node is behind us: wait, never roll back
+    REWOUND = "rewound"
+    HALTED = "halted"
+    DONE = "done"
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    step: Step
+    first: int | None = None
+    last: int | None = None
+    rows: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FactoryWatch:
+    """Children of a factory: the factory ABI's event whose ``parameter`` is a new address."""
+
+    factory_abi: str
+    event: str
+    parameter: str
+    child_abi: str
+
+
+@dataclass(frozen=True, slots=True)
+class FollowerSpec:
+    """What a follower needs from the configuration of its chain."""
+
+    name: str
+    chain_id: int
+    start_block: int
+    max_reorg_depth: int
+    batch_blocks: int
+    finality: str  # "tag": the node's finalized block when it has one; "depth": head - depth
+    addresses: dict[str, str]  # static address -> ABI name
+    factories: tuple[FactoryWatch, ...] = ()
+    until_block: int | None = None
+
+
+@dataclass(slots=True)
+class _Fetched:
+    logs: list[RawLog] = field(default_factory=list)
+    headers: dict[int, BlockHeader] = field(default_factory=dict)
+    events: list[Event] = field(default_factory=list)
+    quarantined: list[Undecodable] = field(default_factory=list)
+
+
+class ChainFollower:
+    """Follows one chain into PostgreSQL; ``step()`` is the whole algorithm."""
+
+    def __init__(
+        self,
+        spec: FollowerSpec,
+        rpc: RpcClient,
+        store: CheckpointStore,
+        sink: PostgresSink,
+        registry: AbiRegistry,
+    ) -> None:
+        self.spec = spec
+        self.rpc = rpc
+        self.store = store
+        self.sink = sink
+        self.registry = registry
+        self._tip_verified = False
+        self._banks_loaded = False
+        self._children: set[str] = set()
+        self.head = -1
+        self.finalized = -1
+        self.nrpc = 0
+
+    # ---- set-up -------------------------------------------------------------------------
+
+    async def _load_children(self) -> None:
+        """(Re)bind the factory-made contracts the database knows (after start or rollback)."""
+        self._children = set()
+        if not self.spec.factories:
+            self._banks_loaded = True
+            return
+        child_abi = self.spec.factories[0].child_abi
+        for address, _block in await self.store.known_banks():
+            self.registry.bind(address, child_abi)
+            self._children.add(address)
+        self._banks_loaded = True
+
+    def _watched(self) -> list[str]:
+        return sorted(set(self.spec.addresses) | self._children)
+
+    # ---- the step -----------------------------------------------------------------------
+
+    async def step(self) -> StepResult:
+        """Advance, wait, or roll back by one unit of work; raises only Retryable or Fatal."""
+        structlog.contextvars.bind_contextvars(chain=self.spec.name)
+        self.nrpc = 0
+        if not self._banks_loaded:
+            await self._load_children()
+        cp = await self.store.ensure(self.spec.start_block)
+        metrics.CHECKPOINT_BLOCK.labels(self.spec.name).set(cp.number)
+        if cp.halted_reason:
+            self._set_health(halted=True)
+            return StepResult(Step.HALTED)
+        self._set_health(halted=False)
+        until = self.spec.until_block
+        if until is not None and cp.number >= until:
+            return StepResult(Step.DONE, last=cp.number)
+        head = await self._call_block_number()
+        self.head = head
+        self.finalized = await self._finalized(head)
+        metrics.HEAD_BLOCK.labels(self.spec.name).set(head)
+        metrics.FINALIZED_BLOCK.labels(self.spec.name).set(self.finalized)
+        metrics.LAG_BLOCKS.labels(self.spec.name).set(max(head - cp.number, 0))
+        if cp.hash is not None:
+            early = await self._check_tip(cp, head)
+            if early is not None:
+                return early
+        if head <= cp.number:
+            return StepResult(Step.NOTHING_NEW, last=cp.number)
+        return await self._advance(cp, head)
+
+    async def _call_block_number(self) -> int:
+        self.nrpc += 1
+        return await self.rpc.block_number()
+
+    async def _finalized(self, head: int) -> int:
+        if self.spec.finality == "tag":
+            self.nrpc += 1
+            header = await self.rpc.header("finalized")
+            if header is not None:
+                return min(header.number, head)
+        return max(head - self.spec.max_reorg_depth, -1)
+
+    async def _check_tip(self, cp: Checkpoint, head: int) -> StepResult | None:
+        """Same-height reorgs, offline reorgs and lagging nodes, before fetching forward."""
+        if head < cp.number:
+            self.nrpc += 1
+            node = await self.rpc.header(head)
+            ours = await self.store.hash_at(head)
+            if node is None or ours is None or node.hash == ours:
+                log.info("node_behind", head=head, checkpoint=cp.number)
+                return StepResult(Step.WAITING, last=cp.number)
+            return await self._rollback(cp, head)
+        if head == cp.number or not self._tip_verified:
+            self.nrpc += 1
+            node = await self.rpc.header(cp.number)
+            if node is None:
+                return StepResult(Step.WAITING, last=cp.number)
+            if node.hash != cp.hash:
+                return await self._rollback(cp, head)
+            self._tip_verified = True
+        return None
+
+    async def _advance(self, cp: Checkpoint, head: int) -> StepResult:
+        started = time.perf_counter()
+        first = cp.number + 1
+        last = min(head, first + self.spec.batch_blocks - 1)
+        if self.spec.until_block is not None:
+            last = min(last, self.spec.until_block)
+        full = last > self.finalized
+        if full and first <= self.finalized:
+            last, full = self.finalized, False  # the final part first, sparse
+        self.nrpc += 1
+        rng = await self.rpc.get_range(first, last, self._watched(), full_headers=full)
+        last = rng.to_block
+        if full and cp.hash is not None and rng.headers[first].parent_hash != cp.hash:
+            self._tip_verified = False
+            return await self._rollback(cp, head)
+        fetched = _Fetched(logs=list(rng.logs), headers=dict(rng.headers))
+        self._check_addresses(fetched.logs, self._watched())
+        await self._decode_all(fetched, last)
+        await self._fill_headers(fetched)
+        stored = (
+            [fetched.headers[n] for n in range(first, last + 1)]
+            if full
+            else [fetched.headers[n] for n in sorted(fetched.headers)]
+        )
+        batch = Batch(
+            chain_id=self.spec.chain_id,
+            from_block=first,
+            to_block=last,
+            parent=(cp.number, cp.hash),
+            head=fetched.headers[last],
+            headers=stored,
+            events=fetched.events,
+            quarantined=fetched.quarantined,
+            finalized=self.finalized,
+            header_by_number=fetched.headers,
+        )
+        result = await self.sink.commit(batch)
+        self._tip_verified = True
+        nrows = sum(result.rows.values())
+        if fetched.quarantined:
+            metrics.QUARANTINED.labels(self.spec.name).inc(len(fetched.quarantined))
+        metrics.CHECKPOINT_BLOCK.labels(self.spec.name).set(last)
+        metrics.LAG_BLOCKS.labels(self.spec.name).set(max(head - last, 0))
+        log.info(
+            "batch_committed",
+            first=first,
+            last=last,
+            hash=batch.head.hash,
+            nrows=nrows,
+            nrpc=self.nrpc,
+            elapsed_ms=round((time.perf_counter() - started) * 1000, 1),
+            full_headers=full,
+        )
+        return StepResult(Step.ADVANCED, first=first, last=last, rows=nrows)
+
+    # ---- fetching and decoding ----------------------------------------------------------
+
+    @staticmethod
+    def _check_addresses(logs: Sequence[RawLog], watched: Sequence[str]) -> None:
+        allowed = set(watched)
+        for lg in logs:
+            if lg.address not in allowed:
+                raise InvalidRpcData(f"log from unrequested address at block {lg.block_number}")
+
+    async def _decode_all(self, fetched: _Fetched, last: int) -> None:
+        """Decode, discovering factory children; their logs from creation on join the batch."""
+        pending = list(fetched.logs)
+        while pending:
+            new_children: dict[str, int] = {}
+            for lg in pending:
+                out = self.registry.decode(lg)
+                if isinstance(out, Undecodable):
+                    fetched.quarantined.append(out)
+                    continue
+                fetched.events.append(out)
+                child = self._child_of(out)
+                if child is not None and child not in self._children:
+                    new_children.setdefault(child, lg.block_number)
+            pending = []
+            if new_children:
+                for address in new_children:
+                    self.registry.bind(address, self.spec.factories[0].child_abi)
+                    self._children.add(address)
+                pending = await self._logs_of(
+                    sorted(new_children), min(new_children.values()), last, fetched
+                )
+                fetched.logs.extend(pending)
+        fetched.events.sort(key=lambda e: e.log.key)
+        fetched.quarantined.sort(key=lambda q: q.log.key)
+
+    def _child_of(self, ev: Event) -> str | None:
+        for fw in self.spec.factories:
+            if ev.spec.contract == fw.factory_abi and ev.spec.name == fw.event:
+                value = ev.args().get(fw.parameter)
+                return str(value) if isinstance(value, str) else None
+        return None
+
+    async def _logs_of(
+        self, addresses: list[str], first: int, last: int, fetched: _Fetched
+    ) -> list[RawLog]:
+        """Logs of new children over [first, last], each sub-range checked against our headers
+        (its last header must equal the one already fetched, so one chain answered both)."""
+        out: list[RawLog] = []
+        start = first
+        while start <= last:
+            self.nrpc += 1
+            rng = await self.rpc.get_range(start, last, addresses, full_headers=False)
+            known = fetched.headers.get(rng.to_block)
+            end = rng.headers.get(rng.to_block)
+            if known is not None and end is not None and known.hash != end.hash:
+                raise InvalidRpcData(f"block {rng.to_block} changed while fetching")
+            if known is None and end is not None:
+                fetched.headers[rng.to_block] = end
+            self._check_addresses(rng.logs, addresses)
+            out.extend(rng.logs)
+            start = rng.to_block + 1
+        return out
+
+    async def _fill_headers(self, fetched: _Fetched) -> None:
+        """Headers of the blocks that carry logs; every log must match its block's hash."""
+        need = sorted({lg.block_number for lg in fetched.logs} - fetched.headers.keys())
+        if need:
+            self.nrpc += 1
+            fetched.headers.update(await self.rpc.headers(need))
+        seen: set[tuple[int, int]] = set()
+        for lg in fetched.logs:
+            header = fetched.headers.get(lg.block_number)
+            if header is None:
+                raise LaggingNode(f"no header for block {lg.block_number}")
+            if header.hash != lg.block_hash:
+                metrics.INVALID_RPC_DATA.labels(self.spec.name).inc()
+                raise InvalidRpcData(f"log block hash differs from header at {lg.block_number}")
+            if lg.key in seen:
+                raise InvalidRpcData(f"duplicate log {lg.key}")
+            seen.add(lg.key)
+
+    # ---- reorgs -------------------------------------------------------------------------
+
+    async def _rollback(self, cp: Checkpoint, head: int) -> StepResult:
+        """Find the common ancestor and roll back to it, or halt when that is unsafe."""
+        floor = cp.number - self.spec.max_reorg_depth
+        stored = [
+            h
+            for h in await self.store.recent(cp.number, self.spec.max_reorg_depth + 1)
+            if h.number >= floor
+        ]
+        ancestor: BlockHeader | None = None
+        new_tip: str | None = None
+        candidates = [h for h in stored if h.number <= head]
+        for i in range(0, len(candidates), ANCESTOR_CHUNK):
+            chunk = candidates[i : i + ANCESTOR_CHUNK]
+            self.nrpc += 1
+            node = await self.rpc.headers([h.number for h in chunk])
+            if new_tip is None and cp.number in node:
+                new_tip = node[cp.number].hash
+            match = next((h for h in chunk if node[h.number].hash == h.hash), None)
+            if match is not None:
+                ancestor = match
+                break
+        if ancestor is None:
+            return await self._halt(
+                ReorgTooDeep(
+                    f"reorg deeper than max_reorg_depth={self.spec.max_reorg_depth}: no stored "
+                    f"block in {floor}..{cp.number} is canonical; run `indexer rewind`"
+                )
+            )
+        depth = cp.number - ancestor.number
+        if cp.finalized is not None and ancestor.number < cp.finalized:
+            return await self._halt(
+                FinalityViolation(
+                    f"block {ancestor.number + 1} changed but {cp.finalized} was finalized; "
+                    "run `indexer rewind` after checking the node"
+                )
+            )
+        deleted = await self.sink.rewind_to(
+            ancestor,
+            kind="reorg",
+            depth=depth,
+            old_hash=cp.hash,
+            new_hash=new_tip,
+            expect=(cp.number, cp.hash),
+        )
+        metrics.REORGS.labels(self.spec.name).inc()
+        metrics.REORG_DEPTH.labels(self.spec.name).observe(depth)
+        metrics.CHECKPOINT_BLOCK.labels(self.spec.name).set(ancestor.number)
+        log.warning(
+            "reorg_detected",
+            depth=depth,
+            common_ancestor=ancestor.number,
+            old_checkpoint=cp.number,
+            old_hash=cp.hash,
+            new_hash=new_tip,
+            deleted=deleted,
+        )
+        self._tip_verified = True
+        await self._load_children_after_rollback()
+        return StepResult(Step.REWOUND, last=ancestor.number)
+
+    async def _load_children_after_rollback(self) -> None:
+        for address in self._children:
+            self.registry.unbind(address)
+        await self._load_children()
+
+    async def _halt(self, error: ReorgTooDeep | FinalityViolation) -> StepResult:
+        await self.sink.set_halted(str(error))
+        self._set_health(halted=True)
+        log.error("chain_halted", reason=str(error), kind=type(error).__name__)
+        return StepResult(Step.HALTED)
+
+    def _set_health(self, *, halted: bool) -> None:
+        metrics.HALTED.labels(self.spec.name).set(1 if halted else 0)
+        metrics.HEALTHY.labels(self.spec.name).set(0 if halted else 1)
+
+
+def backoff_s(attempt: int, rng: random.Random) -> float:
+    """Capped exponential backoff with full jitter."""
+    return rng.uniform(0, min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2**attempt))
+
+
+async def run_follower(
+    follower: ChainFollower,
+    *,
+    poll_interval_s: float,
+    exit_when_caught_up: bool,
+    stop: asyncio.Event,
+    rng: random.Random | None = None,
+) -> Step:
+    """The driver: sleep on nothing new, back off on Retryable, stop on done, halt or ``stop``.
+
+    Returns the last step (HALTED means the chain is halted; with ``exit_when_caught_up`` the
+    caller turns that into a non-zero exit)."""
+    rng = rng or random.Random()
+    attempt = 0
+    while not stop.is_set():
+        try:
+            result = await follower.step()
+        except Retryable as exc:
+            attempt += 1
+            metrics.RETRIES.labels(follower.spec.name, type(exc).__name__).inc()
+            delay = backoff_s(attempt, rng)
+            log.warning(
+                "step_retry",
+                error=str(exc),
+                kind=type(exc).__name__,
+                attempt=attempt,
+                delay_s=round(delay, 2),
+            )
+            await _sleep(stop, delay)
+            continue
+        finally:
+            structlog.contextvars.unbind_contextvars("chain")
+        attempt = 0
+        step = result.step
+        if step is Step.DONE:
+            return step
+        if step is Step.HALTED:
+            if exit_when_caught_up:
+                return step
+            await _sleep(stop, max(poll_interval_s, 1.0))
+        elif step in (Step.NOTHING_NEW, Step.WAITING):
+            if exit_when_caught_up and step is Step.NOTHING_NEW:
+                return Step.DONE
+            await _sleep(stop, poll_interval_s)
+    return Step.DONE
+
+
+async def _sleep(stop: asyncio.Event, seconds: float) -> None:
+    """Sleep, waking early when asked to stop."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)

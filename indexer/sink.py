@@ -1,0 +1,294 @@
+"""The PostgreSQL sink: a batch's events, headers, derived balances and checkpoint commit in
+ONE transaction (P1), bulk-written with COPY; rollbacks delete exactly what is above the
+common ancestor and rebuild the balances they touched, in one transaction too.
+
+The checkpoint row is locked (``FOR UPDATE``) and compared with what the batch was built on,
+so two writers of one chain can never interleave: the loser's batch is refused, not merged.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import orjson
+import structlog
+
+from indexer import failpoints, metrics
+from indexer.db import CONNECTION_ERRORS, Conn, Q, quote_ident
+from indexer.decode import BASE_COLUMNS, EVENT_TABLE_NAMES, Event, Undecodable
+from indexer.errors import DatabaseUnavailable, Retryable
+from indexer.types import BlockHeader
+
+log = structlog.get_logger()
+
+QUARANTINE_COLUMNS = (*BASE_COLUMNS, "topics", "data", "reason")
+BLOCK_COLUMNS = ("chain_id", "number", "hash", "parent_hash", "timestamp")
+
+
+class CheckpointMoved(Retryable):
+    """The checkpoint changed under us (another writer or a rollback); rebuild the batch."""
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Everything one commit writes; built by the follower from verified RPC data."""
+
+    chain_id: int
+    from_block: int
+    to_block: int
+    parent: tuple[int, str | None]  # the checkpoint this batch extends
+    head: BlockHeader  # header of to_block: the new checkpoint
+    headers: Sequence[BlockHeader]
+    events: Sequence[Event]
+    quarantined: Sequence[Undecodable] = ()
+    finalized: int = -1
+    header_by_number: dict[int, BlockHeader] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class CommitResult:
+    rows: dict[str, int]
+    elapsed_ms: float
+
+
+def _ts(header: BlockHeader | None) -> datetime | None:
+    return datetime.fromtimestamp(header.timestamp, UTC) if header is not None else None
+
+
+def event_row(chain_id: int, ev: Event, header: BlockHeader | None) -> tuple[Any, ...]:
+    """The table row of a decoded event (base columns, then the event's columns)."""
+    lg = ev.log
+    base = (
+        chain_id,
+        lg.block_number,
+        lg.block_hash,
+        _ts(header),
+        lg.tx_hash,
+        lg.log_index,
+        lg.address,
+    )
+    spec = ev.spec
+    if spec.table == "other_events":
+        args = {
+            p.name: (str(v) if isinstance(v, int) and not isinstance(v, bool) else v)
+            for p, v in zip(spec.params, ev.values, strict=True)
+        }
+        return (*base, spec.name, orjson.dumps(args).decode())
+    if spec.table == "pusher_changes":
+        return (*base, ev.values[0], spec.name == "PusherAuthorized")
+    return (*base, *ev.values)
+
+
+def quarantine_row(chain_id: int, bad: Undecodable, header: BlockHeader | None) -> tuple[Any, ...]:
+    lg = bad.log
+    return (
+        chain_id,
+        lg.block_number,
+        lg.block_hash,
+        _ts(header),
+        lg.tx_hash,
+        lg.log_index,
+        lg.address,
+        list(lg.topics),
+        lg.data,
+        bad.reason[:1000],
+    )
+
+
+def group_rows(batch: Batch) -> dict[str, tuple[tuple[str, ...], list[tuple[Any, ...]]]]:
+    """Rows of a batch per table, with each table's column list."""
+    out: dict[str, tuple[tuple[str, ...], list[tuple[Any, ...]]]] = {}
+    hb = batch.header_by_number
+    for ev in batch.events:
+        table = ev.spec.table
+        if table not in out:
+            out[table] = ((*BASE_COLUMNS, *ev.spec.columns), [])
+        out[table][1].append(event_row(batch.chain_id, ev, hb.get(ev.log.block_number)))
+    if batch.quarantined:
+        out["quarantine"] = (
+            QUARANTINE_COLUMNS,
+            [
+                quarantine_row(batch.chain_id, q, hb.get(q.log.block_number))
+                for q in batch.quarantined
+            ],
+        )
+    return out
+
+
+def balance_deltas(events: Sequence[Event]) -> dict[tuple[str, str, str], list[int]]:
+    """Aggregated (added, claimed) per (contract, token, wallet) of a batch's reward events."""
+    acc: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])
+    for ev in events:
+        table = ev.spec.table
+        if table == "reward_added":
+            token, wallet, _emitter, amount = ev.values
+            acc[(ev.log.address, token, wallet)][0] += amount
+        elif table == "reward_claimed":
+            token, wallet, amount = ev.values
+            acc[(ev.log.address, token, wallet)][1] += amount
+    return acc
+
+
+def _notify_payload(chain_id: int, kind: str, first: int, last: int, tables: list[str]) -> str:
+    return orjson.dumps(
+        {"chain_id": chain_id, "kind": kind, "from": first, "to": last, "tables": tables}
+    ).decode()
+
+
+class PostgresSink:
+    """Writes of one chain. Every public method is one transaction, retried by the caller."""
+
+    def __init__(self, pool: asyncpg.Pool, chain_id: int, chain: str = "") -> None:
+        self.pool = pool
+        self.chain_id = chain_id
+        self.chain = chain or str(chain_id)
+
+    async def commit(self, batch: Batch) -> CommitResult:
+        """Commit a batch atomically; raises CheckpointMoved if the checkpoint is not its parent."""
+        started = time.perf_counter()
+        try:
+            await failpoints.hit("sink.before_begin")
+            async with self.pool.acquire() as con, con.transaction():
+                await self._check_parent(con, batch.parent)
+                rows = await self._write_rows(con, batch)
+                await failpoints.hit("sink.after_events")
+                await self._apply_balances(con, batch.events)
+                await con.execute(
+                    Q["update_checkpoint"],
+                    self.chain_id,
+                    batch.head.number,
+                    batch.head.hash,
+                    batch.finalized,
+                )
+                payload = _notify_payload(
+                    self.chain_id, "commit", batch.from_block, batch.to_block, sorted(rows)
+                )
+                await con.execute(Q["notify"], payload)
+                await failpoints.hit("sink.after_checkpoint")
+        except CONNECTION_ERRORS as exc:
+            raise DatabaseUnavailable(
+                f"commit of {batch.from_block}-{batch.to_block} failed: {type(exc).__name__}"
+            ) from exc
+        await failpoints.hit("sink.after_commit")
+        elapsed = time.perf_counter() - started
+        metrics.BATCH_COMMIT_SECONDS.labels(self.chain).observe(elapsed)
+        for table, n in rows.items():
+            metrics.EVENTS_WRITTEN.labels(self.chain, table).inc(n)
+        return CommitResult(rows=rows, elapsed_ms=round(elapsed * 1000, 1))
+
+    async def _check_parent(self, con: Conn, parent: tuple[int, str | None]) -> None:
+        row = await con.fetchrow(Q["lock_checkpoint"], self.chain_id)
+        if row is None or (row["block_number"], row["block_hash"]) != parent:
+            found = None if row is None else (row["block_number"], row["block_hash"])
+            raise CheckpointMoved(f"checkpoint is {found}, batch was built on {parent}")
+        if row["halted_reason"]:
+            raise CheckpointMoved(f"chain is halted: {row['halted_reason']}")
+
+    async def _write_rows(self, con: Conn, batch: Batch) -> dict[str, int]:
+        written: dict[str, int] = {}
+        blocks = [
+            (self.chain_id, h.number, h.hash, h.parent_hash, h.timestamp) for h in batch.headers
+        ]
+        if blocks:
+            await con.copy_records_to_table("blocks", records=blocks, columns=BLOCK_COLUMNS)
+        for table, (columns, rows) in group_rows(batch).items():
+            await con.copy_records_to_table(table, records=rows, columns=columns)
+            written[table] = len(rows)
+        return written
+
+    async def _apply_balances(self, con: Conn, events: Sequence[Event]) -> None:
+        deltas = balance_deltas(events)
+        if not deltas:
+            return
+        keys = list(deltas)
+        await con.execute(
+            Q["add_balances"],
+            self.chain_id,
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            [k[2] for k in keys],
+            [deltas[k][0] for k in keys],
+            [deltas[k][1] for k in keys],
+        )
+
+    async def rewind_to(
+        self,
+        ancestor: BlockHeader | tuple[int, str | None],
+        *,
+        kind: str,
+        depth: int,
+        old_hash: str | None,
+        new_hash: str | None,
+        expect: tuple[int, str | None] | None = None,
+    ) -> dict[str, int]:
+        """Delete everything above ``ancestor`` and move the checkpoint there, atomically.
+
+        ``expect`` (the checkpoint the caller saw) guards against racing another writer.
+        Returns rows deleted per table."""
+        number, hash_ = (
+            (ancestor.number, ancestor.hash) if isinstance(ancestor, BlockHeader) else ancestor
+        )
+        try:
+            async with self.pool.acquire() as con, con.transaction():
+                row = await con.fetchrow(Q["lock_checkpoint"], self.chain_id)
+                if row is None:
+                    raise CheckpointMoved("no checkpoint")
+                if expect is not None and (row["block_number"], row["block_hash"]) != expect:
+                    raise CheckpointMoved(f"checkpoint moved to {row['block_number']}")
+                deleted = await self._delete_above(con, number)
+                await failpoints.hit("sink.rewind_after_delete")
+                await con.execute(Q["update_checkpoint"], self.chain_id, number, hash_, -1)
+                await con.execute(
+                    Q["insert_reorg"], self.chain_id, depth, number, old_hash, new_hash, kind
+                )
+                await con.execute(
+                    Q["notify"],
+                    _notify_payload(
+                        self.chain_id, "rollback", number + 1, row["block_number"], sorted(deleted)
+                    ),
+                )
+        except CONNECTION_ERRORS as exc:
+            raise DatabaseUnavailable(f"rewind to {number} failed: {type(exc).__name__}") from exc
+        return deleted
+
+    async def _delete_above(self, con: Conn, number: int) -> dict[str, int]:
+        deleted: dict[str, int] = {}
+        touched: set[tuple[str, str, str]] = set()
+        for table in EVENT_TABLE_NAMES:
+            ident = quote_ident(table)
+            if table in ("reward_added", "reward_claimed"):
+                rows = await con.fetch(
+                    f"DELETE FROM {ident} WHERE chain_id = $1 AND block_number > $2 "
+                    "RETURNING contract, token, wallet",
+                    self.chain_id,
+                    number,
+                )
+                touched.update((r["contract"], r["token"], r["wallet"]) for r in rows)
+                count = len(rows)
+            else:
+                status = await con.execute(
+                    f"DELETE FROM {ident} WHERE chain_id = $1 AND block_number > $2",
+                    self.chain_id,
+                    number,
+                )
+                count = int(status.split()[-1])
+            if count:
+                deleted[table] = count
+        await con.execute(Q["delete_blocks_above"], self.chain_id, number)
+        if touched:
+            keys = sorted(touched)
+            args = ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys])
+            await con.execute(Q["delete_balances"], self.chain_id, *args)
+            await con.execute(Q["rebuild_balances"], self.chain_id, *args)
+        return deleted
+
+    async def set_halted(self, reason: str | None) -> None:
+        """Record (or clear) a halt; nothing else is touched."""
+        async with self.pool.acquire() as con:
+            await con.execute(Q["set_halted"], self.chain_id, reason)

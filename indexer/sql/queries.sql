@@ -1,0 +1,120 @@
+-- name: schema_version
+-- The highest applied schema version (NULL on an empty database).
+SELECT max(version) FROM schema_version;
+
+-- name: record_schema_version
+-- Record that schema.sql at this version was applied.
+INSERT INTO schema_version (version) VALUES ($1) ON CONFLICT DO NOTHING;
+
+-- name: has_schema_table
+-- Whether the schema_version table exists (an empty database has none).
+SELECT to_regclass('public.schema_version') IS NOT NULL;
+
+-- name: ensure_checkpoint
+-- Create the chain's checkpoint row at start_block - 1 when the chain is new.
+INSERT INTO checkpoints (chain_id, block_number, block_hash, start_block)
+VALUES ($1, $2 - 1, NULL, $2) ON CONFLICT (chain_id) DO NOTHING;
+
+-- name: load_checkpoint
+-- The chain's checkpoint, finalized height seen at the last commit and halt state.
+SELECT block_number, block_hash, finalized_block, halted_reason, start_block, updated_at
+FROM checkpoints WHERE chain_id = $1;
+
+-- name: lock_checkpoint
+-- Lock the checkpoint row for the commit transaction (serialises writers of one chain).
+SELECT block_number, block_hash, halted_reason FROM checkpoints WHERE chain_id = $1 FOR UPDATE;
+
+-- name: update_checkpoint
+-- Move the checkpoint; runs inside the batch transaction.
+UPDATE checkpoints
+SET block_number = $2, block_hash = $3, finalized_block = GREATEST(COALESCE(finalized_block, $4), $4),
+    updated_at = now()
+WHERE chain_id = $1;
+
+-- name: set_halted
+-- Halt (reason) or resume (NULL) a chain; nothing else changes.
+UPDATE checkpoints SET halted_reason = $2, updated_at = now() WHERE chain_id = $1;
+
+-- name: recent_blocks
+-- Stored headers at or below a height, newest first (common-ancestor walk).
+SELECT number, hash, parent_hash, timestamp FROM blocks
+WHERE chain_id = $1 AND number <= $2 ORDER BY number DESC LIMIT $3;
+
+-- name: block_hash_at
+-- The stored hash at one height (NULL when that height is not stored).
+SELECT hash FROM blocks WHERE chain_id = $1 AND number = $2;
+
+-- name: blocks_in_range
+-- Stored headers of a range, ascending.
+SELECT number, hash, parent_hash, timestamp FROM blocks
+WHERE chain_id = $1 AND number BETWEEN $2 AND $3 ORDER BY number;
+
+-- name: delete_blocks_above
+-- Rollback: forget headers above the common ancestor.
+DELETE FROM blocks WHERE chain_id = $1 AND number > $2;
+
+-- name: prune_blocks
+-- Drop headers below the finalized window that carry no events and end no range.
+DELETE FROM blocks b WHERE b.chain_id = $1 AND b.number < $2
+  AND NOT EXISTS (SELECT 1 FROM checkpoints c WHERE c.chain_id = $1 AND c.block_number = b.number);
+
+-- name: insert_reorg
+-- Record a rollback (automatic reorg or manual rewind).
+INSERT INTO reorgs (chain_id, depth, common_ancestor, old_hash, new_hash, kind)
+VALUES ($1, $2, $3, $4, $5, $6);
+
+-- name: last_reorg
+-- The newest reorg of a chain.
+SELECT detected_at, depth, common_ancestor, kind FROM reorgs
+WHERE chain_id = $1 ORDER BY id DESC LIMIT 1;
+
+-- name: add_balances
+-- Apply aggregated per-(contract, token, wallet) deltas of a batch to reward_balances.
+INSERT INTO reward_balances (chain_id, contract, token, wallet, added, claimed)
+SELECT $1, k.contract, k.token, k.wallet, k.added, k.claimed
+FROM unnest($2::text[], $3::text[], $4::text[], $5::numeric[], $6::numeric[])
+     AS k(contract, token, wallet, added, claimed)
+ON CONFLICT (chain_id, contract, token, wallet) DO UPDATE
+SET added = reward_balances.added + EXCLUDED.added,
+    claimed = reward_balances.claimed + EXCLUDED.claimed;
+
+-- name: delete_balances
+-- Rollback, step 1: drop the balances of the keys touched by deleted events.
+DELETE FROM reward_balances b
+USING unnest($2::text[], $3::text[], $4::text[]) AS k(contract, token, wallet)
+WHERE b.chain_id = $1 AND b.contract = k.contract AND b.token = k.token AND b.wallet = k.wallet;
+
+-- name: rebuild_balances
+-- Rollback, step 2: recompute those keys from the remaining events.
+INSERT INTO reward_balances (chain_id, contract, token, wallet, added, claimed)
+SELECT $1, k.contract, k.token, k.wallet,
+       COALESCE((SELECT sum(a.amount) FROM reward_added a WHERE a.chain_id = $1
+                 AND a.contract = k.contract AND a.token = k.token AND a.wallet = k.wallet), 0),
+       COALESCE((SELECT sum(c.amount) FROM reward_claimed c WHERE c.chain_id = $1
+                 AND c.contract = k.contract AND c.token = k.token AND c.wallet = k.wallet), 0)
+FROM (SELECT DISTINCT * FROM unnest($2::text[], $3::text[], $4::text[])) AS k(contract, token, wallet)
+WHERE EXISTS (SELECT 1 FROM reward_added a WHERE a.chain_id = $1 AND a.contract = k.contract
+              AND a.token = k.token AND a.wallet = k.wallet)
+   OR EXISTS (SELECT 1 FROM reward_claimed c WHERE c.chain_id = $1 AND c.contract = k.contract
+              AND c.token = k.token AND c.wallet = k.wallet);
+
+-- name: known_banks
+-- Every discovered ProductBank of a chain (addresses to watch after a restart).
+SELECT bank, block_number FROM product_banks WHERE chain_id = $1 ORDER BY block_number, log_index;
+
+-- name: notify
+-- Tell subscribers what a commit or rollback touched (delivered at COMMIT).
+SELECT pg_notify('rewardsync', $1);
+
+-- name: chains_status
+-- Per-chain checkpoint and halt state for `indexer status`.
+SELECT chain_id, block_number, block_hash, finalized_block, halted_reason, updated_at
+FROM checkpoints ORDER BY chain_id;
+
+-- name: rewards_by_status
+-- Reward counts by status for `indexer status`.
+SELECT status, count(*) AS n FROM rewards GROUP BY status ORDER BY status;
+
+-- name: open_discrepancies
+-- Open discrepancies count for `indexer status`.
+SELECT count(*) FROM discrepancies WHERE resolved_at IS NULL;
