@@ -153,5 +153,3 @@ class Table:
 def quote_ident(name: str) -> str:
     """Quote an identifier that comes from the static table registry."""
     return '"' + name.replace('"', '""') + '"'
-
-

@@ -368,6 +368,10 @@ class AbiRegistry:
     def addresses(self) -> list[str]:
         return sorted(self._by_address)
 
+    def specs(self) -> list[EventSpec]:
+        """Every compiled event of every ABI."""
+        return [s for d in self._by_name.values() for s in d.by_topic0.values()]
+
     def event(self, name: str, event: str) -> EventSpec:
         """The spec of ``event`` in ABI ``name`` (KeyError when absent)."""
         for spec in self._by_name[name].by_topic0.values():

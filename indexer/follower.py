@@ -124,6 +124,8 @@ class ChainFollower:
         self._children: set[str] = set()
         self.head = -1
         self.finalized = -1
+        self.checkpoint = -1
+        self.halted = False
         self.nrpc = 0
 
     # ---- set-up -------------------------------------------------------------------------
@@ -152,6 +154,7 @@ class ChainFollower:
         if not self._banks_loaded:
             await self._load_children()
         cp = await self.store.ensure(self.spec.start_block)
+        self.checkpoint = cp.number
         metrics.CHECKPOINT_BLOCK.labels(self.spec.name).set(cp.number)
         if cp.halted_reason:
             self._set_health(halted=True)
@@ -244,6 +247,7 @@ class ChainFollower:
         )
         result = await self.sink.commit(batch)
         self._tip_verified = True
+        self.checkpoint = last
         nrows = sum(result.rows.values())
         if fetched.quarantined:
             metrics.QUARANTINED.labels(self.spec.name).inc(len(fetched.quarantined))
@@ -416,6 +420,7 @@ class ChainFollower:
         return StepResult(Step.HALTED)
 
     def _set_health(self, *, halted: bool) -> None:
+        self.halted = halted
         metrics.HALTED.labels(self.spec.name).set(1 if halted else 0)
         metrics.HEALTHY.labels(self.spec.name).set(0 if halted else 1)
 

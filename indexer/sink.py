@@ -226,6 +226,7 @@ class PostgresSink:
         old_hash: str | None,
         new_hash: str | None,
         expect: tuple[int, str | None] | None = None,
+        reset_finality: bool = False,
     ) -> dict[str, int]:
         """Delete everything above ``ancestor`` and move the checkpoint there, atomically.
 
@@ -244,6 +245,8 @@ class PostgresSink:
                 deleted = await self._delete_above(con, number)
                 await failpoints.hit("sink.rewind_after_delete")
                 await con.execute(Q["update_checkpoint"], self.chain_id, number, hash_, -1)
+                if reset_finality:
+                    await con.execute(Q["reset_finalized"], self.chain_id, number)
                 await con.execute(
                     Q["insert_reorg"], self.chain_id, depth, number, old_hash, new_hash, kind
                 )

@@ -31,6 +31,10 @@ SET block_number = $2, block_hash = $3, finalized_block = GREATEST(COALESCE(fina
     updated_at = now()
 WHERE chain_id = $1;
 
+-- name: reset_finalized
+-- After a manual rewind the finalized height we saw can no longer be trusted above the target.
+UPDATE checkpoints SET finalized_block = LEAST(finalized_block, $2) WHERE chain_id = $1;
+
 -- name: set_halted
 -- Halt (reason) or resume (NULL) a chain; nothing else changes.
 UPDATE checkpoints SET halted_reason = $2, updated_at = now() WHERE chain_id = $1;

@@ -1,0 +1,52 @@
+# rewardsync developer targets. `make test` is what CI runs (.ci/run calls it).
+PY     := .venv/bin/python
+PYTEST := $(PY) -m pytest
+
+.PHONY: setup contracts fmt lint typecheck test test-unit test-contracts test-pg test-e2e \
+        test-faults test-slow bench all clean
+
+setup:            ## one command on a fresh machine: .venv, anvil/solc/OpenZeppelin, PostgreSQL
+	@bash scripts/setup.sh
+
+contracts: setup  ## compile contracts/ into abis/
+	$(PY) scripts/compile_contracts.py
+
+fmt: setup
+	.venv/bin/ruff format .
+	.venv/bin/ruff check --fix .
+
+lint: setup
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
+typecheck: setup
+	.venv/bin/mypy --strict indexer
+
+test: setup lint typecheck  ## the default suite (no `slow` soaks), what CI runs
+	$(PYTEST) -m "not slow" -q
+
+test-unit: setup
+	$(PYTEST) tests/unit -q
+
+test-contracts: setup
+	$(PYTEST) tests/contracts -q
+
+test-pg: setup
+	$(PYTEST) tests/integration -q
+
+test-e2e: setup
+	$(PYTEST) tests/e2e -q
+
+test-faults: setup
+	$(PYTEST) tests/faults -q -m "not slow"
+
+test-slow: setup  ## long soaks (random kill loops), nightly or by hand
+	$(PYTEST) -m slow -q
+
+bench: setup
+	$(PY) -m bench
+
+all: test
+
+clean:
+	rm -rf .venv .tools .pytest_cache .mypy_cache .ruff_cache .hypothesis

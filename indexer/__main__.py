@@ -1,0 +1,7 @@
+"""``python -m indexer`` runs the CLI."""
+
+from __future__ import annotations
+
+from indexer.cli import app
+
+app()

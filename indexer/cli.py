@@ -1,0 +1,228 @@
+"""The ``indexer`` command line (typer).
+
+Exit codes: 0 ok, 2 bad usage or configuration (also a wrong chain id or schema version),
+3 an inconsistency was found (verify, reconcile), 1 any other failure. Errors are one line on
+stderr, never a traceback, and never carry a secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+from urllib.parse import urlsplit
+
+import structlog
+import typer
+
+from indexer import config as config_mod
+from indexer import daemon, db, ops
+from indexer import log as log_mod
+from indexer.config import Settings
+from indexer.errors import (
+    ConfigError,
+    DatabaseUnavailable,
+    IndexerError,
+    SchemaVersionError,
+    WrongChainId,
+)
+
+app = typer.Typer(
+    name="indexer",
+    help="rewardsync: index reward contracts into PostgreSQL and keep it in sync with the chain.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INCONSISTENT = 0, 1, 2, 3
+T = TypeVar("T")
+
+
+class _Ctx:
+    config_path: Path = Path("indexer.toml")
+
+
+_CTX = _Ctx()
+
+
+@app.callback()
+def main(
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", envvar="INDEXER_CONFIG", help="TOML configuration file."),
+    ] = None,
+    log_format: Annotated[
+        str | None, typer.Option("--log-format", help="json or console (default: by TTY).")
+    ] = None,
+    log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning.")] = "info",
+) -> None:
+    """Global options."""
+    if log_format not in (None, "json", "console"):
+        _fail(EXIT_USAGE, f"--log-format must be json or console, not {log_format!r}")
+    log_mod.configure(log_format, log_level)
+    _CTX.config_path = config or Path("indexer.toml")
+
+
+def _fail(code: int, message: str) -> None:
+    typer.echo(f"error: {log_mod.redact(message)}", err=True)
+    raise typer.Exit(code)
+
+
+def _settings() -> Settings:
+    try:
+        settings = config_mod.load(_CTX.config_path, os.environ)
+    except ConfigError as exc:
+        _fail(EXIT_USAGE, str(exc))
+        raise  # unreachable: _fail raises
+    log_mod.register_secret(settings.database_url.reveal())
+    password = _dsn_password(settings.database_url.reveal())
+    log_mod.register_secret(password)
+    if settings.signer is not None:
+        log_mod.register_secret(settings.signer.key.reveal())
+        if settings.signer.sender_key is not None:
+            log_mod.register_secret(settings.signer.sender_key.reveal())
+    return settings
+
+
+def _dsn_password(dsn: str) -> str | None:
+    try:
+        return urlsplit(dsn).password
+    except ValueError:
+        return None
+
+
+def _run(coro_fn: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine, turning the error tree into one line and an exit code."""
+    try:
+        return asyncio.run(_call(coro_fn))
+    except (ConfigError, WrongChainId, SchemaVersionError) as exc:
+        _fail(EXIT_USAGE, str(exc))
+    except DatabaseUnavailable as exc:
+        _fail(EXIT_FAILURE, str(exc))
+    except IndexerError as exc:
+        _fail(EXIT_FAILURE, f"{type(exc).__name__}: {exc}")
+    except KeyboardInterrupt:
+        _fail(130, "interrupted")
+    raise AssertionError("unreachable")
+
+
+async def _call(coro_fn: Callable[[], Awaitable[T]]) -> T:
+    return await coro_fn()
+
+
+def _chain(settings: Settings, name: str) -> config_mod.ChainSettings:
+    for c in settings.chains:
+        if c.name == name:
+            return c
+    _fail(EXIT_USAGE, f"no chain named {name!r} in the configuration")
+    raise AssertionError("unreachable")
+
+
+@app.command()
+def migrate() -> None:
+    """Apply schema.sql (idempotent, under an advisory lock); refuses a newer schema."""
+    settings = _settings()
+    version = _run(lambda: db.migrate(settings.database_url.reveal()))
+    structlog.get_logger().info("migrated", schema_version=version)
+
+
+@app.command("print-config")
+def print_config() -> None:
+    """Show the effective configuration with secrets masked."""
+    typer.echo(config_mod.render(_settings()))
+
+
+@app.command()
+def run(
+    chain: Annotated[list[str] | None, typer.Option("--chain", help="Only these chains.")] = None,
+    until_block: Annotated[
+        int | None, typer.Option("--until-block", help="Stop once this block is indexed.")
+    ] = None,
+    exit_when_caught_up: Annotated[
+        bool, typer.Option("--exit-when-caught-up", help="Stop when the head is reached.")
+    ] = False,
+    no_http: Annotated[bool, typer.Option("--no-http", help="Do not serve /metrics.")] = False,
+) -> None:
+    """Run the daemon: follow every configured chain."""
+    settings = _settings()
+    for name in chain or []:
+        _chain(settings, name)
+    code = _run(
+        lambda: daemon.run(
+            settings,
+            chains=chain,
+            until_block=until_block,
+            exit_when_caught_up=exit_when_caught_up or until_block is not None,
+            serve_http=not no_http,
+        )
+    )
+    raise typer.Exit(code)
+
+
+@app.command()
+def backfill(
+    chain: Annotated[str, typer.Option("--chain", help="Chain name.")],
+    from_block: Annotated[int, typer.Option("--from", help="First block.")],
+    to_block: Annotated[int, typer.Option("--to", help="Last block.")],
+) -> None:
+    """Index a closed range; idempotent, safe beside a running `run`."""
+    settings = _settings()
+    c = _chain(settings, chain)
+    if from_block < 0 or to_block < from_block:
+        _fail(EXIT_USAGE, "--from must be >= 0 and <= --to")
+    code = _run(lambda: ops.backfill(settings, c, from_block, to_block, tty=sys.stderr.isatty()))
+    raise typer.Exit(code)
+
+
+@app.command()
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Per chain: checkpoint, head, lag, finalized, last reorg, health; rewards; discrepancies."""
+    settings = _settings()
+    report = _run(lambda: ops.status(settings))
+    if as_json:
+        typer.echo(json.dumps(report, indent=2, default=str))
+        return
+    typer.echo(ops.format_status(report))
+
+
+@app.command()
+def verify(
+    chain: Annotated[str, typer.Option("--chain", help="Chain name.")],
+    from_block: Annotated[int, typer.Option("--from", help="First block.")],
+    to_block: Annotated[int, typer.Option("--to", help="Last block.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Refetch a range and compare it event by event; exit 3 on any difference."""
+    settings = _settings()
+    c = _chain(settings, chain)
+    diff = _run(lambda: ops.verify(settings, c, from_block, to_block))
+    report: dict[str, Any] = {
+        "chain": chain,
+        "from": from_block,
+        "to": to_block,
+        "clean": diff.clean,
+        **diff.as_dict(),
+    }
+    if as_json:
+        typer.echo(json.dumps(report))
+    else:
+        typer.echo(ops.format_diff(report))
+    raise typer.Exit(EXIT_OK if diff.clean else EXIT_INCONSISTENT)
+
+
+@app.command()
+def rewind(
+    chain: Annotated[str, typer.Option("--chain", help="Chain name.")],
+    to: Annotated[int, typer.Option("--to", help="Block to roll back to (kept).")],
+) -> None:
+    """Roll a chain back to block N by hand and clear a halt (after a too-deep reorg)."""
+    settings = _settings()
+    c = _chain(settings, chain)
+    _run(lambda: ops.rewind(settings, c, to))

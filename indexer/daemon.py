@@ -1,0 +1,261 @@
+"""The daemon: one asyncio TaskGroup running a follower per chain (plus the HTTP endpoints).
+
+Lifecycle like procrastinate's worker: SIGTERM/SIGINT set a stop event; each follower finishes
+its current step (the open transaction commits or rolls back) and returns; pools close; exit 0
+within the grace period. A task that crashes (a ``Fatal`` error, a bug) stops the daemon
+with exit 1 so that the supervisor restarts it.
+
+One writer per chain (P8): a PostgreSQL advisory lock held on a dedicated connection. A second
+process on the same database stands by and takes over when the first dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import signal
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import asyncpg
+import structlog
+
+from indexer import db, metrics
+from indexer.checkpoint import CheckpointStore
+from indexer.config import ChainSettings, Settings
+from indexer.decode import AbiRegistry
+from indexer.errors import DatabaseUnavailable
+from indexer.follower import ChainFollower, FactoryWatch, FollowerSpec, Step, run_follower
+from indexer.rpc import RpcClient
+from indexer.service import ReadyCheck, serve
+from indexer.sink import PostgresSink
+
+log = structlog.get_logger()
+
+LOCK_NAMESPACE = 0x7273  # "rs": high bits of every per-chain writer lock key
+SINK_APP_NAME = "indexer-sink"
+
+
+def writer_lock_key(chain_id: int) -> int:
+    """The advisory lock key of a chain's single writer (a signed 64-bit integer)."""
+    return (LOCK_NAMESPACE << 48) | (chain_id & 0xFFFF_FFFF_FFFF)
+
+
+def follower_spec(
+    chain: ChainSettings, until_block: int | None = None
+) -> tuple[FollowerSpec, AbiRegistry]:
+    """Decoders and the follower's view of one configured chain."""
+    registry = AbiRegistry()
+    addresses: dict[str, str] = {}
+    factories: list[FactoryWatch] = []
+    for c in chain.contracts:
+        registry.add_abi(c.name, c.abi)
+        if c.address is not None:
+            registry.bind(c.address, c.name)
+            addresses[c.address] = c.name
+        if c.factory is not None:
+            factories.append(
+                FactoryWatch(c.factory.contract, c.factory.event, c.factory.parameter, c.name)
+            )
+    start = min((c.start_block for c in chain.contracts), default=0)
+    spec = FollowerSpec(
+        name=chain.name,
+        chain_id=chain.chain_id,
+        start_block=start,
+        max_reorg_depth=chain.max_reorg_depth,
+        batch_blocks=chain.batch_blocks,
+        finality=chain.finality,
+        addresses=addresses,
+        factories=tuple(factories),
+        until_block=until_block,
+    )
+    return spec, registry
+
+
+def make_rpc(chain: ChainSettings) -> RpcClient:
+    return RpcClient(
+        chain.rpc_urls,
+        chain=chain.name,
+        log_range=chain.batch_blocks,
+        max_log_range=max(chain.batch_blocks, 10_000),
+    )
+
+
+@dataclass
+class ChainRuntime:
+    settings: ChainSettings
+    rpc: RpcClient
+    follower: ChainFollower
+    leader: bool = False
+
+
+@contextlib.asynccontextmanager
+async def open_chain(
+    chain: ChainSettings, pool: asyncpg.Pool, until_block: int | None = None
+) -> AsyncIterator[ChainRuntime]:
+    """RPC client checked against the configured chain id, and the chain's follower."""
+    rpc = make_rpc(chain)
+    try:
+        await rpc.check_chain_id(chain.chain_id)
+        spec, registry = follower_spec(chain, until_block)
+        store = CheckpointStore(pool, chain.chain_id)
+        sink = PostgresSink(pool, chain.chain_id, chain.name)
+        yield ChainRuntime(chain, rpc, ChainFollower(spec, rpc, store, sink, registry))
+    finally:
+        await rpc.close()
+
+
+class WriterLock:
+    """The chain's advisory lock, held on its own connection for as long as we write."""
+
+    def __init__(self, dsn: str, chain_id: int) -> None:
+        self.dsn = dsn
+        self.key = writer_lock_key(chain_id)
+        self.con: asyncpg.Connection | None = None
+
+    async def try_acquire(self) -> bool:
+        if self.con is None or self.con.is_closed():
+            try:
+                self.con = await asyncpg.connect(
+                    self.dsn,
+                    timeout=db.CONNECT_TIMEOUT_S,
+                    server_settings={"application_name": "indexer-lock"},
+                )
+            except db.CONNECTION_ERRORS as exc:
+                raise DatabaseUnavailable("cannot open the writer-lock connection") from exc
+        return bool(await self.con.fetchval("SELECT pg_try_advisory_lock($1)", self.key))
+
+    async def release(self) -> None:
+        if self.con is not None and not self.con.is_closed():
+            with contextlib.suppress(*db.CONNECTION_ERRORS):
+                await self.con.close()
+        self.con = None
+
+
+async def _follow_chain(
+    rt: ChainRuntime, dsn: str, stop: asyncio.Event, *, exit_when_caught_up: bool
+) -> Step:
+    """Wait for the writer lock, then follow until done, halted (exit mode) or stopped."""
+    name = rt.settings.name
+    lock = WriterLock(dsn, rt.settings.chain_id)
+    rng = random.Random()
+    try:
+        announced = False
+        while not stop.is_set():
+            try:
+                if await lock.try_acquire():
+                    break
+            except DatabaseUnavailable as exc:
+                log.warning("lock_retry", chain=name, error=str(exc))
+            if not announced:
+                log.info("standby", chain=name, reason="another process holds the writer lock")
+                announced = True
+            metrics.LEADER.labels(name).set(0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), rt.settings.poll_interval_s)
+        if stop.is_set():
+            return Step.DONE
+        metrics.LEADER.labels(name).set(1)
+        rt.leader = True
+        log.info("leader", chain=name)
+        return await run_follower(
+            rt.follower,
+            poll_interval_s=rt.settings.poll_interval_s,
+            exit_when_caught_up=exit_when_caught_up,
+            stop=stop,
+            rng=rng,
+        )
+    finally:
+        metrics.LEADER.labels(name).set(0)
+        rt.leader = False
+        await lock.release()
+
+
+@contextlib.contextmanager
+def on_stop(stop: asyncio.Event) -> Iterator[None]:
+    """SIGTERM and SIGINT set ``stop`` (a second signal is ignored: the grace timer rules)."""
+    loop = asyncio.get_running_loop()
+    sigs = (signal.SIGTERM, signal.SIGINT)
+    for sig in sigs:
+        loop.add_signal_handler(sig, _stop_requested, stop, sig)
+    try:
+        yield
+    finally:
+        for sig in sigs:
+            loop.remove_signal_handler(sig)
+
+
+def _stop_requested(stop: asyncio.Event, sig: signal.Signals) -> None:
+    log.info("stop_requested", signal=sig.name)
+    stop.set()
+
+
+async def run(
+    settings: Settings,
+    *,
+    chains: list[str] | None = None,
+    until_block: int | None = None,
+    exit_when_caught_up: bool = False,
+    serve_http: bool = True,
+) -> int:
+    """Run the followers; returns the process exit code (0 ok, 1 halted in exit mode)."""
+    selected = [c for c in settings.chains if not chains or c.name in chains]
+    dsn = settings.database_url.reveal()
+    pool = await db.create_pool(dsn, app=SINK_APP_NAME, size=2 + 2 * len(selected))
+    stop = asyncio.Event()
+    try:
+        await db.check_version(pool)
+        async with contextlib.AsyncExitStack() as stack:
+            runtimes = [
+                await stack.enter_async_context(open_chain(c, pool, until_block)) for c in selected
+            ]
+            if serve_http:
+                await stack.enter_async_context(
+                    serve(settings.service.metrics_listen, _readiness(runtimes, settings))
+                )
+            with on_stop(stop):
+                results = await _run_all(runtimes, dsn, stop, exit_when_caught_up)
+    finally:
+        await pool.close()
+    halted = [rt for rt, step in results if step is Step.HALTED]
+    for rt in halted:
+        log.error("exit_halted", chain=rt.settings.name)
+    return 1 if halted else 0
+
+
+def _readiness(runtimes: list[ChainRuntime], settings: Settings) -> ReadyCheck:
+    """Ready when leader of every chain, none halted, each within the allowed lag."""
+
+    def check() -> tuple[bool, dict[str, object]]:
+        chains: dict[str, object] = {}
+        ok = True
+        for rt in runtimes:
+            name = rt.settings.name
+            f = rt.follower
+            leader, halted = rt.leader, f.halted
+            lag = max(f.head - f.checkpoint, 0) if f.head >= 0 else None
+            within = lag is not None and lag <= settings.service.ready_max_lag_blocks
+            chain_ok = leader and not halted and within
+            ok = ok and chain_ok
+            chains[name] = {"leader": leader, "halted": halted, "lag": lag, "ready": chain_ok}
+        return ok, {"chains": chains}
+
+    return check
+
+
+async def _run_all(
+    runtimes: list[ChainRuntime], dsn: str, stop: asyncio.Event, exit_when_caught_up: bool
+) -> list[tuple[ChainRuntime, Step]]:
+    async with asyncio.TaskGroup() as tg:
+        tasks = [
+            (
+                rt,
+                tg.create_task(
+                    _follow_chain(rt, dsn, stop, exit_when_caught_up=exit_when_caught_up),
+                    name=f"follower:{rt.settings.name}",
+                ),
+            )
+            for rt in runtimes
+        ]
+    return [(rt, t.result()) for rt, t in tasks]

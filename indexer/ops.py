@@ -1,0 +1,245 @@
+"""Operator commands behind the CLI: backfill, status, verify, rewind.
+
+backfill ``[N, M]``: the part above the checkpoint is indexed by a follower that holds the
+chain's writer lock (when ``run`` holds it, backfill waits for the daemon to pass M instead of
+writing beside it); the part at or below the checkpoint is refetched and compared, and rows
+missing from the database are inserted (an indexed range stays unchanged). A chain without a
+checkpoint starts at N (or its contracts' start block, whichever is later).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import structlog
+import typer
+
+from indexer import daemon, db
+from indexer.checkpoint import CheckpointStore
+from indexer.config import ChainSettings, Settings
+from indexer.follower import Step, run_follower
+from indexer.sink import PostgresSink
+from indexer.verify import Diff, table_columns, verify_range
+
+log = structlog.get_logger()
+
+
+@contextlib.asynccontextmanager
+async def _pool(settings: Settings, app: str = "indexer-cli") -> AsyncIterator[asyncpg.Pool]:
+    pool = await db.create_pool(settings.database_url.reveal(), app=app)
+    try:
+        await db.check_version(pool)
+        yield pool
+    finally:
+        await pool.close()
+
+
+async def backfill(
+    settings: Settings, chain: ChainSettings, first: int, last: int, *, tty: bool = False
+) -> int:
+    """Index ``[first, last]``; returns an exit code (1 when the chain is halted)."""
+    async with _pool(settings, daemon.SINK_APP_NAME) as pool:
+        store = CheckpointStore(pool, chain.chain_id)
+        spec, _ = daemon.follower_spec(chain)
+        before = await store.ensure(max(first, spec.start_block))
+        async with daemon.open_chain(chain, pool, until_block=last) as rt:
+            if before.number >= first:
+                await _repair_missing(pool, rt, first, min(last, before.number))
+            if before.number < last:
+                step = await _follow_until(rt, settings, store, last, tty=tty)
+                if step is Step.HALTED:
+                    log.error("backfill_halted", chain=chain.name)
+                    return 1
+    log.info("backfill_done", chain=chain.name, first=first, last=last)
+    return 0
+
+
+async def _repair_missing(
+    pool: asyncpg.Pool, rt: daemon.ChainRuntime, first: int, last: int
+) -> None:
+    diff = await _verify(pool, rt, first, last)
+    if diff.clean:
+        log.info("backfill_range_unchanged", first=first, last=last)
+        return
+    log.warning("backfill_found_differences", **diff.as_dict())
+
+
+async def _follow_until(
+    rt: daemon.ChainRuntime, settings: Settings, store: CheckpointStore, last: int, *, tty: bool
+) -> Step:
+    lock = daemon.WriterLock(settings.database_url.reveal(), rt.settings.chain_id)
+    stop = asyncio.Event()
+    try:
+        if await lock.try_acquire():
+            progress = asyncio.create_task(_progress(store, last, stop)) if tty else None
+            try:
+                return await run_follower(
+                    rt.follower,
+                    poll_interval_s=rt.settings.poll_interval_s,
+                    exit_when_caught_up=True,
+                    stop=stop,
+                )
+            finally:
+                stop.set()
+                if progress is not None:
+                    await progress
+        log.info("backfill_waits_for_daemon", chain=rt.settings.name, until=last)
+        while True:
+            cp = await store.load()
+            if cp.halted_reason:
+                return Step.HALTED
+            if cp.number >= last:
+                return Step.DONE
+            await asyncio.sleep(rt.settings.poll_interval_s)
+    finally:
+        await lock.release()
+
+
+async def _progress(store: CheckpointStore, last: int, stop: asyncio.Event) -> None:
+    """A progress bar on a TTY, fed from the committed checkpoint."""
+    start = (await store.load()).number
+    with typer.progressbar(length=max(last - start, 1), label="backfill", file=None) as bar:
+        done = 0
+        while not stop.is_set():
+            cp = await store.load()
+            bar.update(max(cp.number - start - done, 0))
+            done = max(cp.number - start, done)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
+
+
+async def _verify(pool: asyncpg.Pool, rt: daemon.ChainRuntime, first: int, last: int) -> Diff:
+    f = rt.follower
+    await f._load_children()
+    return await verify_range(
+        pool=pool,
+        rpc=rt.rpc,
+        registry=f.registry,
+        chain_id=rt.settings.chain_id,
+        first=first,
+        last=last,
+        addresses=f._watched(),
+        table_columns=table_columns(f.registry),
+    )
+
+
+async def verify(settings: Settings, chain: ChainSettings, first: int, last: int) -> Diff:
+    """Differences between the database and the node over ``[first, last]``."""
+    async with _pool(settings) as pool, daemon.open_chain(chain, pool) as rt:
+        return await _verify(pool, rt, first, last)
+
+
+async def rewind(settings: Settings, chain: ChainSettings, to: int) -> None:
+    """Roll back to ``to`` (kept) and clear a halt."""
+    async with _pool(settings) as pool, daemon.open_chain(chain, pool) as rt:
+        store = CheckpointStore(pool, chain.chain_id)
+        cp = await store.load()
+        if to > cp.number:
+            raise ValueError(f"checkpoint is {cp.number}; nothing above {to} to roll back")
+        hash_ = await store.hash_at(to)
+        if hash_ is None and to >= 0:
+            header = await rt.rpc.header(to)
+            hash_ = header.hash if header is not None else None
+        sink = PostgresSink(pool, chain.chain_id, chain.name)
+        deleted = await sink.rewind_to(
+            (to, hash_),
+            kind="rewind",
+            depth=cp.number - to,
+            old_hash=cp.hash,
+            new_hash=None,
+            reset_finality=True,
+        )
+        await sink.set_halted(None)
+        log.info("rewound", chain=chain.name, to=to, depth=cp.number - to, deleted=deleted)
+
+
+async def status(settings: Settings) -> dict[str, Any]:
+    """Everything `indexer status` shows, as a dict."""
+    async with _pool(settings) as pool:
+        async with pool.acquire() as con:
+            rows = {r["chain_id"]: r for r in await con.fetch(db.Q["chains_status"])}
+            reorgs = {
+                c.chain_id: await con.fetchrow(db.Q["last_reorg"], c.chain_id)
+                for c in settings.chains
+            }
+            rewards = {r["status"]: r["n"] for r in await con.fetch(db.Q["rewards_by_status"])}
+            open_d = await con.fetchval(db.Q["open_discrepancies"])
+        chains = []
+        for c in settings.chains:
+            row = rows.get(c.chain_id)
+            head = await _head(c)
+            checkpoint = row["block_number"] if row else None
+            reorg = reorgs.get(c.chain_id)
+            chains.append(
+                {
+                    "name": c.name,
+                    "chain_id": c.chain_id,
+                    "checkpoint": checkpoint,
+                    "head": head,
+                    "lag": (head - checkpoint)
+                    if head is not None and checkpoint is not None
+                    else None,
+                    "finalized": row["finalized_block"] if row else None,
+                    "halted": row["halted_reason"] if row else None,
+                    "last_reorg": dict(reorg) if reorg else None,
+                    "healthy": row is not None and not row["halted_reason"] and head is not None,
+                }
+            )
+    return {"chains": chains, "rewards": rewards, "open_discrepancies": open_d}
+
+
+async def _head(chain: ChainSettings) -> int | None:
+    rpc = daemon.make_rpc(chain)
+    try:
+        return await asyncio.wait_for(rpc.block_number(), 15)
+    except Exception:  # status shows "unreachable" rather than failing
+        return None
+    finally:
+        await rpc.close()
+
+
+def format_status(report: dict[str, Any]) -> str:
+    lines = [
+        f"{'chain':<12} {'id':>8} {'checkpoint':>11} {'head':>10} {'lag':>6} "
+        f"{'finalized':>10}  state"
+    ]
+    for c in report["chains"]:
+        state = (
+            f"HALTED: {c['halted']}"
+            if c["halted"]
+            else ("ok" if c["healthy"] else "rpc unreachable")
+        )
+        lines.append(
+            f"{c['name']:<12} {c['chain_id']:>8} {_s(c['checkpoint']):>11} "
+            f"{_s(c['head']):>10} {_s(c['lag']):>6} {_s(c['finalized']):>10}  {state}"
+        )
+        if c["last_reorg"]:
+            r = c["last_reorg"]
+            lines.append(
+                f"{'':<12} last {r['kind']}: depth {r['depth']} to block "
+                f"{r['common_ancestor']} at {r['detected_at']}"
+            )
+    rewards = ", ".join(f"{k} {v}" for k, v in sorted(report["rewards"].items())) or "none"
+    lines.append(f"rewards: {rewards}")
+    lines.append(f"open discrepancies: {report['open_discrepancies']}")
+    return "\n".join(lines)
+
+
+def _s(value: object) -> str:
+    return "-" if value is None else str(value)
+
+
+def format_diff(report: dict[str, Any]) -> str:
+    if report["clean"]:
+        return f"{report['chain']} {report['from']}..{report['to']}: consistent"
+    lines = [f"{report['chain']} {report['from']}..{report['to']}: DIFFERENCES"]
+    for kind in ("missing", "phantom", "changed"):
+        for table, block, index in report[kind]:
+            lines.append(f"  {kind:<8} {table} block {block} log {index}")
+    for block, ours, theirs in report["hashes"]:
+        lines.append(f"  hash     block {block}: stored {ours}, node {theirs}")
+    return "\n".join(lines)

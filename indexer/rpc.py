@@ -1,0 +1,805 @@
+"""The one JSON-RPC client: batching, timeouts, retries, failover, adaptive log ranges.
+
+Every call the daemon makes to a node goes through :class:`RpcClient`, so that timeouts,
+retries, metrics and the validation of what a node returns live in one place (Shovel's
+``jrpc2`` client). Transient failures (transport, timeouts, HTTP 5xx, rate limits, JSON-RPC
+server errors) are retried here with capped exponential backoff and full jitter, rotating to
+the next endpoint; deterministic JSON-RPC errors (reverts, invalid params) are raised at once.
+
+``get_range`` fetches the logs of a range and its headers in ONE batch to ONE endpoint, so
+that a lagging node behind a load balancer cannot give us logs from one backend and headers
+from another; the answer is validated (P6) before anyone may commit it.
+
+Endpoint URLs may carry API keys: logs, metrics and exception messages name an endpoint by its
+index, and where a URL must appear it goes through :func:`redact_url`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import random
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Collection, Mapping, Sequence
+from types import TracebackType
+from typing import Any, Final, Literal, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+import orjson
+import structlog
+
+from indexer.errors import (
+    InvalidRpcData,
+    LaggingNode,
+    RangeLimitError,
+    RpcError,
+    RpcRateLimited,
+    RpcUnavailable,
+    WrongChainId,
+)
+from indexer.metrics import (
+    INVALID_RPC_DATA,
+    RPC_ENDPOINT_ERRORS,
+    RPC_LOG_RANGE,
+    RPC_REQUESTS,
+    RPC_SECONDS,
+)
+from indexer.types import BlockHeader, RangeResult, RawLog
+
+log = structlog.get_logger()
+_T = TypeVar("_T")
+
+BLOCK_TAGS: Final = frozenset({"latest", "finalized", "safe", "earliest", "pending"})
+GROW_AFTER_SUCCESSES: Final = 10
+_HEADERS: Final = {"Content-Type": "application/json", "Accept": "application/json"}
+
+ErrorKind = Literal["range", "rate_limited", "retry", "revert", "fatal"]
+
+# Provider wordings for "the logs of this range are too many / too big" (Infura, Alchemy,
+# QuickNode, geth/erigon/reth, Ankr, BlastAPI...): the answer is a smaller range, not a retry.
+_RANGE_RE: Final = re.compile(
+    r"query returned more than|block range is too wide|exceeds? (the )?max(imum)? block range"
+    r"|response size (exceeded|is larger|should not)|log response size|range (is )?too (large|wide)"
+    r"|block range too large|eth_getlogs is limited to|too many (results|logs|blocks)"
+    r"|up to a \S+ block range|logs matched by query exceeds|max(imum)? (results|logs) "
+    r"|range limit|returned too many"
+)
+_RATE_RE: Final = re.compile(
+    r"rate.?limit|too many requests|limit exceeded|exceeded .*(quota|capacity|credits)"
+    r"|compute units|throughput|request count exceeded|capacity exceeded"
+)
+# -32000 is both "try again" (header not found, missing trie node, timeouts) and the answer
+# to a bad transaction or call; these wordings are answers and never change on retry.
+_FINAL_MSG_RE: Final = re.compile(
+    r"revert|nonce too (low|high)|already known|known transaction|insufficient funds"
+    r"|underpriced|intrinsic gas|exceeds block gas limit|gas too low|invalid|fee cap"
+    r"|max fee per gas|not supported|oversized data|tx fee|unsupported"
+)
+_TAG_MISSING_RE: Final = re.compile(r"unknown block|not found|not supported|unsupported|invalid")
+_FINAL_CODES: Final = frozenset({-32700, -32600, -32601, -32602, -32003, -32004, -32006})
+_RATE_CODES: Final = frozenset({429, -32005, -32029, -32090})
+_SUGGESTED_RANGE_RE: Final = re.compile(r"\[(0x[0-9a-fA-F]+),\s*(0x[0-9a-fA-F]+)\]")
+_SUGGESTED_SPAN_RE: Final = re.compile(
+    r"up to an? ([\d,]+)(k?) block range|limited to an? ([\d,]+)"
+)
+_HEX_RE: Final = re.compile(r"0x[0-9a-fA-F]*\Z")
+_LONG_SEGMENT: Final = 16
+
+
+class ExecutionReverted(RpcError):
+    """The call reverted; ``data`` holds the hex revert data for decoding custom errors."""
+
+    def __init__(self, message: str | None = None, code: int | None = None, data: str = "0x"):
+        super().__init__(message, code)
+        self.data = data
+
+
+class _Transient(RpcUnavailable):
+    """One attempt failed for a reason another attempt (or endpoint) may not have."""
+
+    def __init__(self, kind: str, detail: str, retry_after_s: float | None = None) -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+        self.retry_after_s = retry_after_s
+
+
+class _RangeTooLarge(RpcError):
+    """The provider refused the eth_getLogs range as too wide or too many results."""
+
+    def __init__(self, message: str, code: int | None, suggested_span: int | None) -> None:
+        super().__init__(message, code)
+        self.suggested_span = suggested_span
+
+
+def redact_url(url: str) -> str:
+    """``url`` without credentials: userinfo, query, fragment and key-like path segments go.
+
+    Providers put API keys in the userinfo, the query string or a long path segment
+    (``/v3/<key>``, ``/v2/<key>``), so all three are masked."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return "<invalid url>"
+    netloc = ("***@" if "@" in parts.netloc else "") + host + (f":{port}" if port else "")
+    segments = ["***" if len(s) >= _LONG_SEGMENT else s for s in parts.path.split("/")]
+    query = "***" if parts.query else ""
+    return urlunsplit((parts.scheme, netloc, "/".join(segments), query, ""))
+
+
+def classify_error(code: int | None, message: str, method: str = "") -> ErrorKind:
+    """What the caller should do with a JSON-RPC error: shrink, back off, retry, or raise."""
+    msg = message.lower()
+    if method == "eth_getLogs" and _RANGE_RE.search(msg):
+        return "range"
+    if code in _RATE_CODES or _RATE_RE.search(msg):
+        return "rate_limited"
+    if code == 3 or "revert" in msg:
+        return "revert"
+    if code in _FINAL_CODES:
+        return "fatal"
+    if code is not None and (code == -32603 or -32099 <= code <= -32000):
+        return "fatal" if _FINAL_MSG_RE.search(msg) else "retry"
+    return "fatal"
+
+
+def backoff_delay(
+    attempt: int,
+    *,
+    base_s: float,
+    max_s: float,
+    rng: random.Random,
+    retry_after_s: float | None = None,
+) -> float:
+    """Full-jitter backoff after failed attempt ``attempt`` (0-based), at most ``max_s``.
+
+    A server's Retry-After is honoured as a lower bound, itself capped at ``max_s`` so that
+    a hostile or confused provider cannot park the follower for hours."""
+    cap = min(max_s, base_s * (2 ** min(attempt, 30)))
+    delay = rng.uniform(0.0, cap)
+    if retry_after_s is not None:
+        delay = max(delay, min(max(retry_after_s, 0.0), max_s))
+    return delay
+
+
+def _parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _revert_data(data: Any, message: str) -> str:
+    """The hex revert data wherever the node put it (``data``, nested, or in the message)."""
+    if isinstance(data, str) and _HEX_RE.match(data):
+        return data.lower()
+    if isinstance(data, dict):
+        for key in ("data", "originalError", "result"):
+            found = _revert_data(data.get(key), "")
+            if found != "0x":
+                return found
+    found_in_msg = re.search(r"0x[0-9a-fA-F]{8,}", message)
+    return found_in_msg.group(0).lower() if found_in_msg else "0x"
+
+
+def _suggested_span(message: str) -> int | None:
+    """The range a provider says would work (Alchemy's ``[0x.., 0x..]``, "up to a 2K")."""
+    if m := _SUGGESTED_RANGE_RE.search(message):
+        span = int(m.group(2), 16) - int(m.group(1), 16) + 1
+        return span if span > 0 else None
+    if m := _SUGGESTED_SPAN_RE.search(message.lower()):
+        digits = (m.group(1) or m.group(3) or "").replace(",", "")
+        if digits.isdigit():
+            return int(digits) * (1000 if m.group(2) else 1) or None
+    return None
+
+
+def error_from(error: Any, method: str, params: Sequence[Any] = ()) -> RpcError | _Transient:
+    """The exception for one JSON-RPC error object (not raised: the caller picks one)."""
+    if not isinstance(error, dict):
+        return _Transient("bad_response", "malformed JSON-RPC error")
+    raw_code = error.get("code")
+    code = raw_code if isinstance(raw_code, int) and not isinstance(raw_code, bool) else None
+    message = str(error.get("message", ""))[:500]
+    text = f"{method}: {message} (code {code})"
+    is_tag = method == "eth_getBlockByNumber" and bool(params) and params[0] in BLOCK_TAGS
+    if is_tag and _TAG_MISSING_RE.search(message.lower()):
+        return RpcError(text, code)
+    kind = classify_error(code, message, method)
+    if kind == "range":
+        return _RangeTooLarge(text, code, _suggested_span(message))
+    if kind == "rate_limited":
+        return _Transient("rate_limited", text)
+    if kind == "retry":
+        return _Transient("server_error", text)
+    if kind == "revert":
+        return ExecutionReverted(text, code, _revert_data(error.get("data"), message))
+    return RpcError(text, code)
+
+
+def _pick(errors: list[RpcError | _Transient]) -> RpcError | _Transient:
+    """The error that decides a batch: a rate limit, then anything transient (the whole batch
+    is retried), then a range error (the range shrinks), then the first deterministic one."""
+    ranked = sorted(
+        errors,
+        key=lambda e: (
+            0
+            if isinstance(e, _Transient) and e.kind == "rate_limited"
+            else 1
+            if isinstance(e, _Transient)
+            else 2
+            if isinstance(e, _RangeTooLarge)
+            else 3
+        ),
+    )
+    return ranked[0]
+
+
+def parse_response(data: Any, calls: Sequence[tuple[str, list[Any]]], *, single: bool) -> list[Any]:
+    """Results of ``calls`` in call order from a decoded response, matched by id.
+
+    Raises a retryable ``RpcUnavailable`` for a malformed or incomplete answer and the error
+    picked by :func:`_pick` when some call failed."""
+    if single:
+        if not isinstance(data, dict):
+            raise _Transient("bad_response", "response is not a JSON-RPC object")
+        by_id: dict[int, Any] = {0: data}
+    else:
+        if isinstance(data, dict) and data.get("error") is not None:
+            raise error_from(data["error"], calls[0][0] if len(calls) == 1 else "batch")
+        if not isinstance(data, list):
+            raise _Transient("bad_response", "batch response is not a list")
+        by_id = {}
+        for item in data:
+            ident = item.get("id") if isinstance(item, dict) else None
+            if isinstance(ident, int) and not isinstance(ident, bool):
+                by_id[ident] = item
+        missing = [i for i in range(len(calls)) if i not in by_id]
+        if missing:
+            raise _Transient("bad_response", f"batch response lacks {len(missing)} id(s)")
+    results: list[Any] = []
+    errors: list[RpcError | _Transient] = []
+    for i, (method, params) in enumerate(calls):
+        item = by_id[i]
+        if item.get("error") is not None:
+            errors.append(error_from(item["error"], method, params))
+            results.append(None)
+        elif "result" not in item:
+            raise _Transient("bad_response", f"{method}: response has neither result nor error")
+        else:
+            results.append(item["result"])
+    if errors:
+        raise _pick(errors)
+    return results
+
+
+def _hex(value: Any, what: str, *, length: int | None = None) -> str:
+    if not isinstance(value, str) or not _HEX_RE.match(value):
+        raise InvalidRpcData(f"{what} is not 0x hex")
+    if length is not None and len(value) != length:
+        raise InvalidRpcData(f"{what} has length {len(value)}, expected {length}")
+    return value.lower()
+
+
+def _qty(value: Any, what: str) -> int:
+    if not isinstance(value, str) or len(value) < 3 or not _HEX_RE.match(value):
+        raise InvalidRpcData(f"{what} is not a hex quantity")
+    return int(value, 16)
+
+
+def parse_header(raw: Any) -> BlockHeader:
+    """A header from a node's block object; raises InvalidRpcData on any malformed field."""
+    if not isinstance(raw, dict):
+        raise InvalidRpcData("block is not an object")
+    return BlockHeader(
+        number=_qty(raw.get("number"), "block number"),
+        hash=_hex(raw.get("hash"), "block hash", length=66),
+        parent_hash=_hex(raw.get("parentHash"), "parent hash", length=66),
+        timestamp=_qty(raw.get("timestamp"), "block timestamp"),
+    )
+
+
+def parse_log(raw: Any) -> RawLog:
+    """A log from a node's log object; raises InvalidRpcData on any malformed field."""
+    if not isinstance(raw, dict):
+        raise InvalidRpcData("log is not an object")
+    if raw.get("removed", False) is not False:
+        raise InvalidRpcData("log marked removed (reorged away)")
+    data = _hex(raw.get("data"), "log data")
+    topics = raw.get("topics")
+    if not isinstance(topics, list) or len(topics) > 4 or len(data) % 2:
+        raise InvalidRpcData("log topics or data malformed")
+    return RawLog(
+        block_number=_qty(raw.get("blockNumber"), "log blockNumber"),
+        block_hash=_hex(raw.get("blockHash"), "log blockHash", length=66),
+        tx_hash=_hex(raw.get("transactionHash"), "log transactionHash", length=66),
+        tx_index=_qty(raw.get("transactionIndex"), "log transactionIndex"),
+        log_index=_qty(raw.get("logIndex"), "log logIndex"),
+        address=_hex(raw.get("address"), "log address", length=42),
+        topics=tuple(_hex(t, "log topic", length=66) for t in topics),
+        data=data,
+    )
+
+
+def _check_headers(
+    from_block: int, to_block: int, headers_raw: Mapping[int, Any], full_headers: bool
+) -> dict[int, BlockHeader]:
+    if headers_raw.get(to_block) is None:
+        raise LaggingNode(f"node has no header for block {to_block} yet")
+    headers: dict[int, BlockHeader] = {}
+    for number, raw in headers_raw.items():
+        if raw is None:
+            raise InvalidRpcData(f"gap: header {number} missing while {to_block} is present")
+        header = parse_header(raw)
+        if header.number != number:
+            raise InvalidRpcData(f"asked for block {number}, got block {header.number}")
+        headers[number] = header
+    if full_headers:
+        if set(headers) != set(range(from_block, to_block + 1)):
+            raise InvalidRpcData(f"headers of {from_block}..{to_block} are not contiguous")
+        for n in range(from_block + 1, to_block + 1):
+            if headers[n].parent_hash != headers[n - 1].hash:
+                raise InvalidRpcData(f"corrupt chain segment: parent hash of block {n}")
+    return headers
+
+
+def validate_range(
+    from_block: int,
+    to_block: int,
+    logs_raw: Any,
+    headers_raw: Mapping[int, Any],
+    *,
+    full_headers: bool,
+    addresses: Collection[str] | None = None,
+) -> RangeResult:
+    """Check a fetched range like Shovel's ``validate()`` and turn it into a RangeResult.
+
+    Raises LaggingNode when the header of ``to_block`` is missing (the node is behind; retry
+    later) and InvalidRpcData for anything that does not verify: malformed fields, a header
+    gap or broken parent link (``full_headers``), a log outside the range, from an address not
+    asked for, with a block hash other than its fetched header's, duplicated, or ``removed``.
+    """
+    headers = _check_headers(from_block, to_block, headers_raw, full_headers)
+    if not isinstance(logs_raw, list):
+        raise InvalidRpcData("eth_getLogs result is not a list")
+    wanted = {a.lower() for a in addresses} if addresses is not None else None
+    logs: list[RawLog] = []
+    seen: set[tuple[int, int]] = set()
+    for raw in logs_raw:
+        entry = parse_log(raw)
+        if not from_block <= entry.block_number <= to_block:
+            raise InvalidRpcData(f"log at block {entry.block_number} outside the range")
+        if wanted is not None and entry.address not in wanted:
+            raise InvalidRpcData(f"log from an address not asked for at {entry.block_number}")
+        header = headers.get(entry.block_number)
+        if header is not None and header.hash != entry.block_hash:
+            raise InvalidRpcData(f"log block hash differs from header {entry.block_number}")
+        if entry.key in seen:
+            raise InvalidRpcData(f"duplicate log {entry.key}")
+        seen.add(entry.key)
+        logs.append(entry)
+    logs.sort(key=lambda entry: entry.key)
+    return RangeResult(from_block=from_block, to_block=to_block, logs=logs, headers=headers)
+
+
+def _block_param(block: int | str) -> str:
+    if isinstance(block, int):
+        return hex(block)
+    if block not in BLOCK_TAGS:
+        raise ValueError(f"unknown block tag {block!r}")
+    return block
+
+
+class RpcClient:
+    """JSON-RPC over HTTP to one or more endpoints of one chain (see module docstring).
+
+    Retryable failures are retried up to ``max_attempts`` times, then raise RpcUnavailable
+    (RpcRateLimited if the last failure was a rate limit). Deterministic JSON-RPC errors raise
+    RpcError (ExecutionReverted for reverts) at once. Use as an async context manager or call
+    :meth:`close`."""
+
+    def __init__(
+        self,
+        urls: Sequence[str],
+        *,
+        chain: str = "",
+        timeout_s: float = 10.0,
+        max_attempts: int = 6,
+        backoff_base_s: float = 0.1,
+        backoff_max_s: float = 5.0,
+        max_batch_size: int = 100,
+        log_range: int = 2000,
+        min_log_range: int = 1,
+        max_log_range: int = 10_000,
+        rng: random.Random | None = None,
+        grow_after: int = GROW_AFTER_SUCCESSES,
+    ) -> None:
+        if not urls:
+            raise ValueError("RpcClient needs at least one URL")
+        if not 1 <= min_log_range <= max_log_range or max_batch_size < 2 or max_attempts < 1:
+            raise ValueError("invalid RpcClient limits")
+        self._urls = list(urls)
+        self._chain = chain
+        self._timeout_s = timeout_s
+        self._max_attempts = max_attempts
+        self._backoff_base_s = backoff_base_s
+        self._backoff_max_s = backoff_max_s
+        self._max_batch_size = max_batch_size
+        self._min_log_range = min_log_range
+        self._max_log_range = max_log_range
+        self._log_range = min(max(log_range, min_log_range), max_log_range)
+        self._grow_after = grow_after
+        self._successes = 0
+        self._rng = rng or random.Random()
+        self._current = 0
+        self._session: aiohttp.ClientSession | None = None
+        RPC_LOG_RANGE.labels(chain).set(self._log_range)
+
+    async def __aenter__(self) -> RpcClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the HTTP session (idempotent)."""
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+    @property
+    def log_range(self) -> int:
+        """The current adaptive eth_getLogs range in blocks."""
+        return self._log_range
+
+    @property
+    def endpoint(self) -> int:
+        """Index of the endpoint the next request goes to (the last healthy one)."""
+        return self._current
+
+    # -- transport -------------------------------------------------------------------------
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self._timeout_s),
+                connector=aiohttp.TCPConnector(limit=64, enable_cleanup_closed=True),
+            )
+        return self._session
+
+    async def _post(self, idx: int, body: bytes) -> Any:
+        """One HTTP round trip; transient failures become ``_Transient`` (no URL inside)."""
+        session = self._get_session()
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                async with session.post(self._urls[idx], data=body, headers=_HEADERS) as resp:
+                    status = resp.status
+                    retry_after = resp.headers.get("Retry-After")
+                    payload = await resp.read()
+        except TimeoutError:
+            raise _Transient("timeout", f"no answer within {self._timeout_s} s") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            # from None: aiohttp's messages can carry the full URL, key included.
+            raise _Transient("transport", type(exc).__name__) from None
+        if status == 429:
+            raise _Transient("rate_limited", "HTTP 429", _parse_retry_after(retry_after))
+        if status >= 500 or status == 408:
+            raise _Transient("http_5xx", f"HTTP {status}")
+        try:
+            return orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            if status != 200:
+                raise RpcError(f"HTTP {status} without a JSON-RPC answer") from None
+            raise _Transient("bad_response", "response is not JSON") from None
+
+    def _observe(self, calls: Sequence[tuple[str, list[Any]]], outcome: str, t0: float) -> None:
+        elapsed = time.monotonic() - t0
+        for method, count in Counter(m for m, _ in calls).items():
+            RPC_REQUESTS.labels(method, outcome).inc(count)
+            RPC_SECONDS.labels(method).observe(elapsed)
+
+    def _endpoint_failed(self, idx: int, kind: str) -> None:
+        """Count the failure and demote the endpoint: the next attempt goes elsewhere."""
+        RPC_ENDPOINT_ERRORS.labels(self._chain, str(idx), kind).inc()
+        if len(self._urls) > 1 and self._current == idx:
+            self._current = (idx + 1) % len(self._urls)
+            log.info(
+                "rpc_failover",
+                chain=self._chain,
+                from_endpoint=idx,
+                to_endpoint=self._current,
+                kind=kind,
+            )
+
+    async def _run(
+        self,
+        calls: Sequence[tuple[str, list[Any]]],
+        *,
+        single: bool,
+        pin: int | None = None,
+        max_attempts: int | None = None,
+    ) -> list[Any]:
+        """Send ``calls`` (one request or one batch), retrying transient failures."""
+        if single:
+            method, params = calls[0]
+            body = orjson.dumps({"jsonrpc": "2.0", "id": 0, "method": method, "params": params})
+        else:
+            body = orjson.dumps(
+                [
+                    {"jsonrpc": "2.0", "id": i, "method": m, "params": p}
+                    for i, (m, p) in enumerate(calls)
+                ]
+            )
+        label = calls[0][0] if len(calls) == 1 else f"batch[{len(calls)}]"
+        attempts = max_attempts or self._max_attempts
+        last: _Transient | None = None
+        for attempt in range(attempts):
+            idx = self._current if pin is None else pin
+            t0 = time.monotonic()
+            try:
+                results = parse_response(await self._post(idx, body), calls, single=single)
+            except _Transient as exc:
+                outcome = {"rate_limited": "rate_limited", "timeout": "timeout"}
+                self._observe(calls, outcome.get(exc.kind, "error"), t0)
+                self._endpoint_failed(idx, exc.kind)
+                last = exc
+                if attempt + 1 < attempts:
+                    delay = backoff_delay(
+                        attempt,
+                        base_s=self._backoff_base_s,
+                        max_s=self._backoff_max_s,
+                        rng=self._rng,
+                        retry_after_s=exc.retry_after_s,
+                    )
+                    log.warning(
+                        "rpc_retry",
+                        chain=self._chain,
+                        method=label,
+                        attempt=attempt + 1,
+                        endpoint=idx,
+                        kind=exc.kind,
+                        delay_s=round(delay, 3),
+                    )
+                    await asyncio.sleep(delay)
+                continue
+            except RpcError:
+                self._observe(calls, "error", t0)
+                raise
+            self._observe(calls, "ok", t0)
+            return results
+        assert last is not None
+        text = f"{label} failed after {attempts} attempts, last: {last}"
+        if last.kind == "rate_limited":
+            raise RpcRateLimited(text)
+        raise RpcUnavailable(text)
+
+    # -- generic calls ---------------------------------------------------------------------
+
+    async def request(self, method: str, params: list[Any]) -> Any:
+        """The result of one JSON-RPC call (retried when transient, see class docstring)."""
+        return (await self._run([(method, params)], single=True))[0]
+
+    async def batch(self, calls: Sequence[tuple[str, list[Any]]]) -> list[Any]:
+        """Results of ``calls`` in order; chunks of ``max_batch_size``, each one batch.
+
+        A chunk is retried as a whole when any of its calls failed transiently; a
+        deterministic error of any call raises RpcError."""
+        chunks = [
+            calls[i : i + self._max_batch_size] for i in range(0, len(calls), self._max_batch_size)
+        ]
+        answers = await asyncio.gather(
+            *(self._run(c, single=False) for c in chunks), return_exceptions=True
+        )
+        results: list[Any] = []
+        for answer in answers:
+            if isinstance(answer, BaseException):
+                raise answer
+            results.extend(answer)
+        return results
+
+    # -- chain ---------------------------------------------------------------------------------
+
+    async def chain_id(self) -> int:
+        """``eth_chainId`` as an int."""
+        return _qty(await self.request("eth_chainId", []), "chain id")
+
+    async def check_chain_id(self, expected: int) -> None:
+        """Raise WrongChainId unless every endpoint that answers serves chain ``expected``.
+
+        All endpoints are asked, since failover to a misconfigured one would mix chains; an
+        endpoint that does not answer now is logged and left in rotation (raise
+        RpcUnavailable only if none answers)."""
+        answers = await asyncio.gather(
+            *(
+                self._run([("eth_chainId", [])], single=True, pin=i, max_attempts=2)
+                for i in range(len(self._urls))
+            ),
+            return_exceptions=True,
+        )
+        answered = 0
+        for idx, answer in enumerate(answers):
+            if isinstance(answer, RpcUnavailable):
+                log.warning("rpc_chain_id_unverified", chain=self._chain, endpoint=idx)
+                continue
+            if isinstance(answer, BaseException):
+                raise answer
+            actual = _qty(answer[0], "chain id")
+            if actual != expected:
+                raise WrongChainId(
+                    f"RPC endpoint #{idx} ({redact_url(self._urls[idx])}) serves chain id "
+                    f"{actual}, the configuration of chain {self._chain!r} says {expected}"
+                )
+            answered += 1
+        if not answered:
+            raise RpcUnavailable(f"no RPC endpoint of chain {self._chain!r} answered eth_chainId")
+
+    async def block_number(self) -> int:
+        """``eth_blockNumber`` as an int."""
+        return _qty(await self.request("eth_blockNumber", []), "block number")
+
+    async def header(self, block: int | str) -> BlockHeader | None:
+        """Header of block ``block`` (a number or a tag), None if the node has no such block.
+
+        A tag the node does not support ("finalized" before the merge, or an old node) also
+        gives None; raises InvalidRpcData on a malformed block."""
+        param = _block_param(block)
+        try:
+            raw = await self.request("eth_getBlockByNumber", [param, False])
+        except RpcError as exc:
+            if isinstance(block, str) and not isinstance(exc, _RangeTooLarge):
+                return None
+            raise
+        if raw is None:
+            return None
+        header = self._counted(parse_header, raw)
+        if isinstance(block, int) and header.number != block:
+            self._counted_error(f"asked for block {block}, got block {header.number}")
+        return header
+
+    async def headers(self, numbers: Sequence[int]) -> dict[int, BlockHeader]:
+        """Headers of ``numbers`` (deduplicated), batched; raises LaggingNode if any is null."""
+        wanted = sorted(set(numbers))
+        raws = await self.batch([("eth_getBlockByNumber", [hex(n), False]) for n in wanted])
+        out: dict[int, BlockHeader] = {}
+        for number, raw in zip(wanted, raws, strict=True):
+            if raw is None:
+                raise LaggingNode(f"node has no header for block {number} yet")
+            header = self._counted(parse_header, raw)
+            if header.number != number:
+                self._counted_error(f"asked for block {number}, got block {header.number}")
+            out[number] = header
+        return out
+
+    def _counted(self, parse: Callable[[Any], _T], raw: Any) -> _T:
+        try:
+            return parse(raw)
+        except InvalidRpcData:
+            INVALID_RPC_DATA.labels(self._chain).inc()
+            raise
+
+    def _counted_error(self, message: str) -> None:
+        INVALID_RPC_DATA.labels(self._chain).inc()
+        raise InvalidRpcData(message)
+
+    # -- logs ----------------------------------------------------------------------------------
+
+    async def get_range(
+        self, from_block: int, to_block: int, addresses: Sequence[str], *, full_headers: bool
+    ) -> RangeResult:
+        """Logs of ``addresses`` in ``[from_block, to]`` and headers, in ONE batch, validated.
+
+        ``to`` is ``to_block`` capped by the adaptive log range (and, with ``full_headers``,
+        by the batch size); the result says which. The header of ``to`` is always fetched,
+        every header of the range with ``full_headers``. A provider range error halves the
+        range and tries again; RangeLimitError when even the smallest range is refused.
+        Raises LaggingNode (header of ``to`` missing) and InvalidRpcData (see
+        :func:`validate_range`)."""
+        if to_block < from_block:
+            raise ValueError(f"empty range {from_block}..{to_block}")
+        addrs = sorted({a.lower() for a in addresses})
+        while True:
+            limit = self._log_range
+            span = min(to_block - from_block + 1, limit)
+            if full_headers:
+                span = min(span, self._max_batch_size - 1)
+            to = from_block + span - 1
+            numbers = list(range(from_block, to + 1)) if full_headers else [to]
+            calls: list[tuple[str, list[Any]]] = []
+            if addrs:  # an empty address list would mean "every contract" to the node
+                flt = {"fromBlock": hex(from_block), "toBlock": hex(to), "address": addrs}
+                calls.append(("eth_getLogs", [flt]))
+            calls.extend(("eth_getBlockByNumber", [hex(n), False]) for n in numbers)
+            try:
+                results = await self._run(calls, single=False)
+            except _RangeTooLarge as exc:
+                self._shrink(from_block, span, exc)
+                continue
+            if span >= limit:
+                self._note_success()
+            logs_raw = results[0] if addrs else []
+            headers_raw = dict(zip(numbers, results[1:] if addrs else results, strict=True))
+            try:
+                return validate_range(
+                    from_block,
+                    to,
+                    logs_raw,
+                    headers_raw,
+                    full_headers=full_headers,
+                    addresses=addrs,
+                )
+            except InvalidRpcData:
+                INVALID_RPC_DATA.labels(self._chain).inc()
+                raise
+
+    async def get_logs(
+        self, from_block: int, to_block: int, addresses: Sequence[str]
+    ) -> list[RawLog]:
+        """Every log of ``addresses`` in ``[from_block, to_block]`` (several ranges if needed).
+
+        For callers that want the logs without the follower's header checks (verify,
+        reconcile); each piece is still validated against its last header."""
+        logs: list[RawLog] = []
+        start = from_block
+        while start <= to_block:
+            result = await self.get_range(start, to_block, addresses, full_headers=False)
+            logs.extend(result.logs)
+            start = result.to_block + 1
+        return logs
+
+    def _set_log_range(self, new: int, reason: str) -> None:
+        old, self._log_range = self._log_range, new
+        self._successes = 0
+        RPC_LOG_RANGE.labels(self._chain).set(new)
+        log.info("rpc_log_range_changed", chain=self._chain, old=old, new=new, reason=reason)
+
+    def _shrink(self, from_block: int, span: int, exc: _RangeTooLarge) -> None:
+        if span <= self._min_log_range:
+            raise RangeLimitError(
+                f"the provider refuses eth_getLogs for {span} block(s) from {from_block}: {exc}"
+            )
+        new = max(self._min_log_range, span // 2)
+        if exc.suggested_span is not None and exc.suggested_span < span:
+            new = max(self._min_log_range, exc.suggested_span)
+        self._set_log_range(new, "provider_limit")
+
+    def _note_success(self) -> None:
+        self._successes += 1
+        if self._successes >= self._grow_after and self._log_range < self._max_log_range:
+            self._set_log_range(min(self._max_log_range, self._log_range * 2), "grow")
+
+    # -- calls and transactions ---------------------------------------------------------------
+
+    async def eth_call(self, to: str, data: bytes, block_hash: str) -> bytes:
+        """Return data of a call pinned to ``block_hash`` (EIP-1898, requireCanonical).
+
+        Raises ExecutionReverted (an RpcError, ``.data`` = hex revert data) on a revert."""
+        call = {"to": to.lower(), "data": "0x" + data.hex()}
+        pin = {"blockHash": block_hash.lower(), "requireCanonical": True}
+        result = await self.request("eth_call", [call, pin])
+        value = self._counted(lambda r: _hex(r, "eth_call result"), result)
+        if len(value) % 2:
+            self._counted_error("eth_call result has odd length")
+        return bytes.fromhex(value[2:])
+
+    async def send_raw_transaction(self, raw: bytes) -> str:
+        """Broadcast a signed transaction and return its hash (lowercase).
+
+        Resending is safe: a node that already has it answers "already known", which raises
+        RpcError like any other rejection; the caller keeps the hash it recorded."""
+        result = await self.request("eth_sendRawTransaction", ["0x" + raw.hex()])
+        return str(self._counted(lambda r: _hex(r, "transaction hash", length=66), result))
