@@ -133,8 +133,8 @@ contract ProductBank is AccessControl, ReentrancyGuard, EIP712 {
     /// @param amount The amount to pull (non-zero).
     function deposit(address token, uint256 amount)
         external
-        onlyRole(DEFAULT_ADMIN_ROLE)
         nonReentrant
+        onlyRole(DEFAULT_ADMIN_ROLE)
     {
         if (token == address(0)) revert ZeroAddress();
         if (amount == 0) revert ZeroAmount();
@@ -150,8 +150,8 @@ contract ProductBank is AccessControl, ReentrancyGuard, EIP712 {
     /// @param amount The amount (non-zero, at most the bank's balance).
     function withdraw(address token, address recipient, uint256 amount)
         external
-        onlyRole(DEFAULT_ADMIN_ROLE)
         nonReentrant
+        onlyRole(DEFAULT_ADMIN_ROLE)
     {
         if (token == address(0) || recipient == address(0)) revert ZeroAddress();
         if (amount == 0) revert ZeroAmount();

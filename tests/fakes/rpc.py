@@ -374,9 +374,13 @@ class FakeRpc:
             {"jsonrpc": "2.0", "id": i, "method": p.method, "params": p.params}
             for i, p in enumerate(plans)
         ]
-        async with self._session.post(self.upstream, data=orjson.dumps(batch)) as resp:
+        headers = {"Content-Type": "application/json"}
+        async with self._session.post(self.upstream, data=orjson.dumps(batch),
+                                      headers=headers) as resp:
             answers = orjson.loads(await resp.read())
-        by_id = {a["id"]: a for a in answers}
+        if not isinstance(answers, list):  # the upstream refused the whole batch
+            answers = [{**answers, "id": i} for i in range(len(plans))]
+        by_id = {a.get("id"): a for a in answers}
         for i, plan in enumerate(plans):
             answer = dict(by_id[i])
             answer["id"] = plan.item.get("id")
