@@ -495,11 +495,14 @@ class RpcClient:
             raise _Transient("timeout", f"no answer within {self._timeout_s} s") from None
         except (aiohttp.ClientError, OSError) as exc:
             # from None: aiohttp's messages can carry the full URL, key included.
-            raise _Transient("transport", type(exc).__name__) from None
+            detail = type(exc).__name__
+            if isinstance(exc, OSError) and exc.strerror:
+                detail += f" ({exc.strerror})"  # errno text and host:port, never the path
+            raise _Transient("transport", detail) from None
         if status == 429:
             raise _Transient("rate_limited", "HTTP 429", _parse_retry_after(retry_after))
         if status >= 500 or status == 408:
-            raise _Transient("http_5xx", f"HTTP {status}")
+            raise _Transient("http_5xx", f"HTTP {status}", _parse_retry_after(retry_after))
         try:
             return orjson.loads(payload)
         except orjson.JSONDecodeError:

@@ -129,7 +129,11 @@ def decode_revert(data: bytes) -> RevertError:
     if found is None:
         return RevertError(f"<unknown 0x{data[:4].hex()}>", (data,), ())
     name, types, owners = found
-    return RevertError(name, tuple(decode(types, data[4:])), owners)
+    values = decode(types, data[4:])
+    args = tuple(
+        to_checksum_address(v) if t == "address" else v for t, v in zip(types, values, strict=True)
+    )
+    return RevertError(name, args, owners)
 
 
 def revert_data(exc: BaseException) -> bytes | None:

@@ -151,3 +151,26 @@ class Daemon:
         if self.proc.poll() is None:
             self.kill()
         self._log.close()
+
+
+def wait_synced(dsn: str, node: Any, timeout: float = 60, chain_id: int = 31337) -> int:
+    """Wait until the checkpoint equals the node's head (number and hash); returns it."""
+    from tests.checks import db_fetch
+
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        head = node.rpc("eth_getBlockByNumber", ["latest", False])
+        rows = db_fetch(dsn, "SELECT block_number, block_hash FROM checkpoints "
+                             "WHERE chain_id=$1", chain_id)
+        if rows:
+            last = (rows[0]["block_number"], rows[0]["block_hash"])
+            if last == (int(head["number"], 16), head["hash"]):
+                return last[0]
+        time.sleep(0.05)
+    raise AssertionError(f"not synced after {timeout}s: checkpoint {last}")
+
+
+def call_tx(sender: str, to: str, data: str) -> dict[str, Any]:
+    """A transaction request for anvil_reorg (sent from an unlocked dev account)."""
+    return {"from": sender, "to": to, "data": data, "gas": hex(500_000)}

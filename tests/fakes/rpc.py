@@ -41,7 +41,7 @@ import random
 import socket
 import threading
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -244,9 +244,9 @@ class FakeRpc:
         digest = hashlib.sha256(f"{self.seed}|{key}|{attempt}".encode()).digest()
         rng = random.Random(int.from_bytes(digest[:8], "big"))
         fault = None
-        if self.error_rate > 0 and rng.random() < self.error_rate and self.error_kinds:
-            if self._streak[key] < self.max_fail_streak:
-                fault = rng.choice(self.error_kinds)
+        drawn = self.error_rate > 0 and rng.random() < self.error_rate and self.error_kinds
+        if drawn and self._streak[key] < self.max_fail_streak:
+            fault = rng.choice(self.error_kinds)
         self._streak[key] = self._streak[key] + 1 if fault else 0
         if fault is not None and fault not in HTTP_FAULTS:
             plans[rng.randrange(len(plans))].fault = fault
@@ -375,8 +375,9 @@ class FakeRpc:
             for i, p in enumerate(plans)
         ]
         headers = {"Content-Type": "application/json"}
-        async with self._session.post(self.upstream, data=orjson.dumps(batch),
-                                      headers=headers) as resp:
+        async with self._session.post(
+            self.upstream, data=orjson.dumps(batch), headers=headers
+        ) as resp:
             answers = orjson.loads(await resp.read())
         if not isinstance(answers, list):  # the upstream refused the whole batch
             answers = [{**answers, "id": i} for i in range(len(plans))]
@@ -414,7 +415,7 @@ class FakeRpcThread:
     def url(self) -> str:
         return self.fake.url
 
-    def call(self, fn: Callable[[], Awaitable[Any]]) -> Any:
+    def call(self, fn: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
         """Run a coroutine factory on the server's loop (e.g. to change state atomically)."""
         return asyncio.run_coroutine_threadsafe(fn(), self.loop).result(30)
 

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.anvil
 DEV = "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266"
 TOPIC = "0x" + "5e" * 32
 FAST = {"backoff_base_s": 0.001, "backoff_max_s": 0.02, "timeout_s": 5.0}
-SEED = int(os.environ.get("RPC_FAULT_SEED", "3"))
+SEED = int(os.environ.get("RPC_FAULT_SEED", "6"))
 
 # Hand-assembled runtimes. EMITTER: copy calldata to memory, LOG1(calldata, TOPIC), return 42.
 EMITTER = (
@@ -57,8 +57,9 @@ def receipt(anvil: Anvil, tx: str) -> dict[str, Any]:
 
 
 def emit(anvil: Anvil, contract: str, payload: bytes) -> None:
-    tx = anvil.rpc("eth_sendTransaction", [{"from": DEV, "to": contract,
-                                            "data": "0x" + payload.hex()}])
+    tx = anvil.rpc(
+        "eth_sendTransaction", [{"from": DEV, "to": contract, "data": "0x" + payload.hex()}]
+    )
     receipt(anvil, tx)
 
 
@@ -96,8 +97,10 @@ async def test_rpc_anvil_get_range_with_full_headers(anvil: Anvil) -> None:
     assert result.to_block == head
     assert len(result.logs) == len(expected) == 6
     for got, want in zip(result.logs, expected, strict=True):
-        assert (got.block_number, got.log_index) == (int(want["blockNumber"], 16),
-                                                     int(want["logIndex"], 16))
+        assert (got.block_number, got.log_index) == (
+            int(want["blockNumber"], 16),
+            int(want["logIndex"], 16),
+        )
         assert got.block_hash == want["blockHash"].lower()
         assert got.tx_hash == want["transactionHash"].lower()
         assert got.topics == (TOPIC,)
@@ -137,12 +140,20 @@ async def test_rpc_anvil_seeded_faults_give_fault_free_results(anvil: Anvil) -> 
     before = sample("indexer_rpc_requests_total", outcome="error")
     async with (
         FakeRpc(anvil.url, seed=SEED, error_rate=0.05, timeout_sleep_s=2.0) as fake,
-        RpcClient([fake.url], log_range=3, max_batch_size=4, backoff_base_s=0.001,
-                  backoff_max_s=0.02, timeout_s=0.5) as rpc,
+        RpcClient(
+            [fake.url],
+            log_range=3,
+            max_batch_size=4,
+            backoff_base_s=0.001,
+            backoff_max_s=0.02,
+            timeout_s=0.5,
+        ) as rpc,
     ):
         got = await rpc.get_logs(0, head, [contract])
-        full = [await rpc.get_range(n, head, [contract], full_headers=True)
-                for n in range(0, head + 1, 3)]
+        full = [
+            await rpc.get_range(n, head, [contract], full_headers=True)
+            for n in range(0, head + 1, 3)
+        ]
         got_headers = await rpc.headers(range(head + 1))
     print(f"seed={SEED} faults={dict(fake.faults)}")
     assert got == expected
@@ -222,8 +233,16 @@ async def test_rpc_anvil_eth_call_pinned_to_block_hash(anvil: Anvil) -> None:
 async def test_rpc_anvil_send_raw_transaction_returns_its_hash(anvil: Anvil) -> None:
     """A signed transaction is broadcast and its hash comes back lowercase."""
     account = Account.from_key(ANVIL_KEYS[1])
-    tx = {"to": "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266", "value": 1, "gas": 21000, "maxFeePerGas": 10**10,
-          "maxPriorityFeePerGas": 1, "nonce": 0, "chainId": 31337, "type": 2}
+    tx = {
+        "to": "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266",
+        "value": 1,
+        "gas": 21000,
+        "maxFeePerGas": 10**10,
+        "maxPriorityFeePerGas": 1,
+        "nonce": 0,
+        "chainId": 31337,
+        "type": 2,
+    }
     signed = account.sign_transaction(tx)
     async with RpcClient([anvil.url], **FAST) as rpc:
         tx_hash = await rpc.send_raw_transaction(bytes(signed.raw_transaction))
@@ -234,8 +253,9 @@ def test_fake_rpc_runs_in_a_thread_for_sync_callers(anvil: Anvil) -> None:
     """start_in_thread serves from its own loop, so a sync client or subprocess can use it."""
     handle = FakeRpc.start_in_thread(anvil.url, head_offset=1)
     try:
-        body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber",
-                           "params": []}).encode()
+        body = json.dumps(
+            {"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber", "params": []}
+        ).encode()
         anvil.mine(3)
         request = urllib.request.Request(handle.url, body, {"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=10) as resp:
@@ -249,8 +269,9 @@ def test_fake_rpc_runs_in_a_thread_for_sync_callers(anvil: Anvil) -> None:
 
 async def test_fake_rpc_timeout_fault_does_not_hold_up_shutdown(anvil: Anvil) -> None:
     """A request parked by a timeout fault ends when the fake stops."""
-    async with FakeRpc(anvil.url, error_rate=1.0, error_kinds=["timeout"],
-                       timeout_sleep_s=60) as fake:
+    async with FakeRpc(
+        anvil.url, error_rate=1.0, error_kinds=["timeout"], timeout_sleep_s=60
+    ) as fake:
         async with RpcClient([fake.url], max_attempts=1, timeout_s=0.2) as rpc:
             with pytest.raises(Exception, match="timeout"):
                 await rpc.block_number()

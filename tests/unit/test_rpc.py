@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import time
@@ -56,14 +57,26 @@ class MemChain:
         if n > self.head:
             return None
         parent = block_hash(n - 1) if n else "0x" + "00" * 32
-        return {"number": hex(n), "hash": block_hash(n), "parentHash": parent,
-                "timestamp": hex(1000 + n), "transactions": []}
+        return {
+            "number": hex(n),
+            "hash": block_hash(n),
+            "parentHash": parent,
+            "timestamp": hex(1000 + n),
+            "transactions": [],
+        }
 
     def log(self, n: int, index: int = 0) -> dict[str, Any]:
-        return {"address": ADDR, "topics": [TOPIC], "data": "0x" + f"{n:064x}",
-                "blockNumber": hex(n), "blockHash": block_hash(n), "transactionHash":
-                "0x" + f"{n:064x}", "transactionIndex": "0x0", "logIndex": hex(index),
-                "removed": False}
+        return {
+            "address": ADDR,
+            "topics": [TOPIC],
+            "data": "0x" + f"{n:064x}",
+            "blockNumber": hex(n),
+            "blockHash": block_hash(n),
+            "transactionHash": "0x" + f"{n:064x}",
+            "transactionIndex": "0x0",
+            "logIndex": hex(index),
+            "removed": False,
+        }
 
     def __call__(self, method: str, params: list[Any]) -> Any:
         self.calls.append((method, params))
@@ -75,9 +88,7 @@ class MemChain:
             return hex(self.head)
         if method == "eth_getBlockByNumber":
             tag = params[0]
-            n = {"latest": self.head, "finalized": self.head - 10, "safe": self.head - 5}.get(
-                tag, None
-            )
+            n = {"latest": self.head, "finalized": self.head - 10, "safe": self.head - 5}.get(tag)
             return self.block(n if n is not None else int(tag, 16))
         if method == "eth_getLogs":
             flt = params[0]
@@ -109,18 +120,31 @@ def sample(name: str, **labels: str) -> float:
     ("code", "message", "method", "kind"),
     [
         (-32005, "query returned more than 10000 results", "eth_getLogs", "range"),
-        (-32005, "query returned more than 10000 results. Try with this block range "
-                 "[0x1, 0x2].", "eth_getLogs", "range"),
+        (
+            -32005,
+            "query returned more than 10000 results. Try with this block range [0x1, 0x2].",
+            "eth_getLogs",
+            "range",
+        ),
         (-32000, "block range is too wide", "eth_getLogs", "range"),
         (-32000, "exceed maximum block range: 50000", "eth_getLogs", "range"),
-        (-32602, "Log response size exceeded. You can make eth_getLogs requests with up to a "
-                 "2K block range and no limit on the response size", "eth_getLogs", "range"),
+        (
+            -32602,
+            "Log response size exceeded. You can make eth_getLogs requests with up to a "
+            "2K block range and no limit on the response size",
+            "eth_getLogs",
+            "range",
+        ),
         (-32602, "range too large", "eth_getLogs", "range"),
         (-32614, "eth_getLogs is limited to a 10,000 range", "eth_getLogs", "range"),
         (-32000, "response size exceeded", "eth_getLogs", "range"),
         (-32005, "limit exceeded", "eth_call", "rate_limited"),
-        (-32005, "daily request count exceeded, request rate limited", "eth_getLogs",
-         "rate_limited"),
+        (
+            -32005,
+            "daily request count exceeded, request rate limited",
+            "eth_getLogs",
+            "rate_limited",
+        ),
         (429, "Too Many Requests", "eth_blockNumber", "rate_limited"),
         (3, "execution reverted", "eth_call", "revert"),
         (-32000, "execution reverted", "eth_call", "revert"),
@@ -156,8 +180,9 @@ def test_backoff_delay_stays_within_bounds(
     attempt: int, base: float, cap: float, retry_after: float | None, seed: int
 ) -> None:
     """The delay is never negative and never above the cap, Retry-After included."""
-    delay = backoff_delay(attempt, base_s=base, max_s=cap, rng=random.Random(seed),
-                          retry_after_s=retry_after)
+    delay = backoff_delay(
+        attempt, base_s=base, max_s=cap, rng=random.Random(seed), retry_after_s=retry_after
+    )
     assert 0.0 <= delay <= cap
     if retry_after is None:
         assert delay <= base * 2**attempt
@@ -179,33 +204,58 @@ def test_redact_url_hides_credentials(url: str, secret: str) -> None:
     """Userinfo, query strings and key-like path segments never survive redaction."""
     redacted = redact_url(url)
     assert secret not in redacted
-    assert redacted.startswith(url.split("://")[0] + "://")
+    assert redacted.startswith(url.split("://", maxsplit=1)[0] + "://")
 
 
 _json = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(max_size=8)
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.text(max_size=8)
     | st.sampled_from(["0x", "0x1", "0xzz", "0x" + "ab" * 32, "0x" + "ab" * 20, ADDR]),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
-        st.sampled_from(["number", "hash", "parentHash", "timestamp", "blockNumber",
-                         "blockHash", "transactionHash", "transactionIndex", "logIndex",
-                         "address", "topics", "data", "removed", "id", "result", "error",
-                         "code", "message"]),
-        inner, max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "number",
+                    "hash",
+                    "parentHash",
+                    "timestamp",
+                    "blockNumber",
+                    "blockHash",
+                    "transactionHash",
+                    "transactionIndex",
+                    "logIndex",
+                    "address",
+                    "topics",
+                    "data",
+                    "removed",
+                    "id",
+                    "result",
+                    "error",
+                    "code",
+                    "message",
+                ]
+            ),
+            inner,
+            max_size=8,
+        )
+    ),
     max_leaves=20,
 )
 
 
 @settings(max_examples=150, deadline=None)
-@given(logs=_json, headers=st.dictionaries(st.integers(0, 5), _json, max_size=4),
-       full=st.booleans())
+@given(
+    logs=_json, headers=st.dictionaries(st.integers(0, 5), _json, max_size=4), full=st.booleans()
+)
 def test_validate_range_fuzz_only_raises_rpc_data_errors(
     logs: Any, headers: dict[int, Any], full: bool
 ) -> None:
     """Arbitrary JSON where logs and headers belong never raises anything but the data errors."""
-    try:
+    with contextlib.suppress(InvalidRpcData, LaggingNode):
         validate_range(0, 5, logs, headers, full_headers=full, addresses=[ADDR])
-    except (InvalidRpcData, LaggingNode):
-        pass
 
 
 @settings(max_examples=150, deadline=None)
@@ -213,10 +263,8 @@ def test_validate_range_fuzz_only_raises_rpc_data_errors(
 def test_parse_response_fuzz_only_raises_rpc_errors(data: Any, n: int, single: bool) -> None:
     """Arbitrary JSON as a response envelope raises only RpcError or a retryable RpcUnavailable."""
     calls = [("eth_getLogs", [{}])] * (1 if single else n)
-    try:
+    with contextlib.suppress(RpcError, RpcUnavailable):
         parse_response(data, calls, single=single)
-    except (RpcError, RpcUnavailable):
-        pass
 
 
 # -- client over FakeRpc -----------------------------------------------------------------------
@@ -226,8 +274,7 @@ async def test_rpc_get_range_returns_logs_and_headers() -> None:
     """A clean fetch returns the range's logs, the last header, and normalised hex."""
     chain = MemChain()
     async with FakeRpc(chain) as fake, RpcClient([fake.url], **FAST) as rpc:
-        result = await rpc.get_range(0, 20, [ADDR.upper().replace("0X", "0x")],
-                                     full_headers=False)
+        result = await rpc.get_range(0, 20, [ADDR.upper().replace("0X", "0x")], full_headers=False)
         full = await rpc.get_range(0, 20, [ADDR], full_headers=True)
     assert result.to_block == 20
     assert [entry.block_number for entry in result.logs] == [0, 3, 6, 9, 12, 15, 18]
@@ -254,16 +301,16 @@ async def test_rpc_retries_transient_faults_to_the_same_result() -> None:
     """Seeded 502s, -32000s, resets and timeouts are retried and change nothing in the result."""
     chain = MemChain()
     async with FakeRpc(chain) as clean, RpcClient([clean.url], **FAST) as rpc:
-        expected = [await rpc.get_range(n, n + 9, [ADDR], full_headers=True)
-                    for n in range(0, 100, 10)]
+        expected = [
+            await rpc.get_range(n, n + 9, [ADDR], full_headers=True) for n in range(0, 100, 10)
+        ]
     before = sample("indexer_rpc_requests_total", outcome="error")
     before_timeout = sample("indexer_rpc_requests_total", outcome="timeout")
     async with (
         FakeRpc(chain, seed=SEED, error_rate=0.4, timeout_sleep_s=2.0) as fake,
         RpcClient([fake.url], backoff_base_s=0.001, backoff_max_s=0.01, timeout_s=0.3) as rpc,
     ):
-        got = [await rpc.get_range(n, n + 9, [ADDR], full_headers=True)
-               for n in range(0, 100, 10)]
+        got = [await rpc.get_range(n, n + 9, [ADDR], full_headers=True) for n in range(0, 100, 10)]
         headers = await rpc.headers(list(range(0, 150)))
     assert got == expected
     assert headers[149].hash == block_hash(149)
@@ -289,8 +336,9 @@ async def test_rpc_rate_limit_honours_retry_after_then_raises_rate_limited() -> 
     """HTTP 429 waits at least the capped Retry-After and ends in RpcRateLimited."""
     chain = MemChain()
     async with (
-        FakeRpc(chain, error_rate=1.0, error_kinds=["http_429"], max_fail_streak=99,
-                retry_after_s=5) as fake,
+        FakeRpc(
+            chain, error_rate=1.0, error_kinds=["http_429"], max_fail_streak=99, retry_after_s=5
+        ) as fake,
         RpcClient([fake.url], max_attempts=2, backoff_base_s=0.001, backoff_max_s=0.2) as rpc,
     ):
         t0 = time.monotonic()
@@ -305,8 +353,7 @@ async def test_rpc_fails_over_from_dead_endpoint_and_redacts_it() -> None:
     chain = MemChain()
     dead = f"http://user:s3cr3t@127.0.0.1:{free_port()}/?key=s3cr3t"
     before = sample("indexer_rpc_endpoint_errors_total", chain="failover", endpoint="0")
-    async with FakeRpc(chain) as fake, RpcClient([dead, fake.url], chain="failover",
-                                                  **FAST) as rpc:
+    async with FakeRpc(chain) as fake, RpcClient([dead, fake.url], chain="failover", **FAST) as rpc:
         assert await rpc.block_number() == 200
         assert rpc.endpoint == 1
         assert await rpc.chain_id() == 31337
@@ -335,8 +382,10 @@ async def test_rpc_eth_call_is_pinned_and_keeps_revert_data() -> None:
     async with FakeRpc(chain) as fake, RpcClient([fake.url], **FAST) as rpc:
         out = await rpc.eth_call(ADDR, b"\x12\x34", block_hash(7).upper().replace("0X", "0x"))
         assert out == bytes(31) + b"\x2a"
-        assert chain.calls[-1][1] == [{"to": ADDR, "data": "0x1234"},
-                                      {"blockHash": block_hash(7), "requireCanonical": True}]
+        assert chain.calls[-1][1] == [
+            {"to": ADDR, "data": "0x1234"},
+            {"blockHash": block_hash(7), "requireCanonical": True},
+        ]
         chain.errors["eth_call"] = FakeRpcError(3, "execution reverted", "0xDEADBEEF")
         with pytest.raises(ExecutionReverted) as info:
             await rpc.eth_call(ADDR, b"", block_hash(7))
@@ -357,7 +406,7 @@ async def test_rpc_batch_matches_out_of_order_answers_by_id() -> None:
         FakeRpc(MemChain(), shuffle_batches=True) as fake,
         RpcClient([fake.url], max_batch_size=16, **FAST) as rpc,
     ):
-        headers = await rpc.headers(list(range(100)) + [5, 5])
+        headers = await rpc.headers([*list(range(100)), 5, 5])
     assert sorted(headers) == list(range(100))
     assert all(h.number == n and h.hash == block_hash(n) for n, h in headers.items())
     assert fake.http_requests == 7
@@ -449,11 +498,14 @@ async def test_rpc_get_range_uses_the_range_the_provider_suggests() -> None:
     def limited(method: str, params: list[Any]) -> Any:
         flt = params[0] if method == "eth_getLogs" else None
         if flt is not None and int(flt["toBlock"], 16) - int(flt["fromBlock"], 16) >= 5:
-            raise FakeRpcError(-32602, "Log response size exceeded. You can make eth_getLogs "
-                               "requests with up to a 2K block range and no limit on the "
-                               "response size, or you can request any block range with a cap "
-                               "of 10K logs in the response. Based on your parameters, this "
-                               "block range should work: [0x0, 0x4]")
+            raise FakeRpcError(
+                -32602,
+                "Log response size exceeded. You can make eth_getLogs "
+                "requests with up to a 2K block range and no limit on the "
+                "response size, or you can request any block range with a cap "
+                "of 10K logs in the response. Based on your parameters, this "
+                "block range should work: [0x0, 0x4]",
+            )
         return chain(method, params)
 
     async with FakeRpc(limited) as fake, RpcClient([fake.url], log_range=1000, **FAST) as rpc:
@@ -531,8 +583,7 @@ async def test_rpc_get_range_rejects_corrupt_data(kind: str) -> None:
 
 async def test_rpc_get_range_caps_full_headers_to_one_batch() -> None:
     """With full headers the range is capped so that logs and headers fit one batch."""
-    async with FakeRpc(MemChain()) as fake, RpcClient([fake.url], max_batch_size=10,
-                                                       **FAST) as rpc:
+    async with FakeRpc(MemChain()) as fake, RpcClient([fake.url], max_batch_size=10, **FAST) as rpc:
         result = await rpc.get_range(0, 100, [ADDR], full_headers=True)
     assert result.to_block == 8
     assert fake.http_requests == 1
