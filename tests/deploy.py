@@ -37,6 +37,7 @@ DISTRIBUTOR_KEY = ANVIL_KEYS[1]
 MAX_FEE_WEI = 100 * 10**9
 DEFAULT_DEADLINE_S = 3600
 UNCAPPED = 2**256 - 1
+ZERO_ADDRESS = "0x" + "00" * 20
 PUSHER_MANAGER_ROLE = keccak(text="PUSHER_MANAGER_ROLE")
 DISTRIBUTOR_ROLE = keccak(text="DISTRIBUTOR_ROLE")
 
@@ -436,7 +437,10 @@ class _Traffic:
     batches: int = 0
 
     def create_bank(self) -> None:
-        self.banks.append(_Bank(create_bank(self.d, self.rng.randbytes(32))))
+        pid = self.rng.randbytes(32)
+        while self.d.factory.functions.getBank(pid).call() != ZERO_ADDRESS:
+            pid = self.rng.randbytes(32)  # an earlier call with the same seed took it
+        self.banks.append(_Bank(create_bank(self.d, pid)))
 
     def deposit(self, bank: _Bank | None = None) -> None:
         bank = bank or self.rng.choice(self.banks)
@@ -524,8 +528,9 @@ def generate_traffic(
     """Perform ``n_actions`` seeded actions that emit every watched event: bank creation,
     deposits, budgets, signed pushes, claims, chama create/join/contribute/payout/complete.
 
-    Assumes a fresh :func:`deploy_all` (the model starts empty). Returns how many times each
-    action ran. Equal seeds on equal fresh chains give equal transactions."""
+    Each call models only what it creates itself (its own banks, campaigns and chamas), so it
+    may be called repeatedly on one deployment. Returns how many times each action ran. Equal
+    seeds on equal chains give equal transactions."""
     if chain_id(w3) != chain_id(deployment.w3):
         raise ValueError("w3 and deployment are on different chains")
     t = _Traffic(deployment, rng)

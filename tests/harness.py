@@ -85,19 +85,26 @@ def parse_events(text: str) -> list[dict[str, Any]]:
 
 
 def _env(extra: dict[str, str] | None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("INDEXER_") and k != "DATABASE_URL"}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("INDEXER_") and k != "DATABASE_URL"
+    }
     env["PYTHONPATH"] = str(ROOT)
     env.update(extra or {})
     return env
 
 
-def indexer(cfg: Path, *args: str, env: dict[str, str] | None = None,
-            timeout: float = 120) -> CliResult:
+def indexer(
+    cfg: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> CliResult:
     """Run `indexer --config cfg ARGS` to completion with JSON logs."""
     proc = subprocess.run(
         [INDEXER_BIN, "--config", str(cfg), "--log-format", "json", *args],
-        capture_output=True, text=True, timeout=timeout, env=_env(env), cwd=ROOT, check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=_env(env),
+        cwd=ROOT,
+        check=False,
     )
     return CliResult(proc.returncode, proc.stdout, proc.stderr, parse_events(proc.stderr))
 
@@ -105,13 +112,17 @@ def indexer(cfg: Path, *args: str, env: dict[str, str] | None = None,
 class Daemon:
     """`indexer run` in the background; stderr (JSON logs) collected into a file."""
 
-    def __init__(self, cfg: Path, *args: str, env: dict[str, str] | None = None,
-                 log_path: Path | None = None) -> None:
+    def __init__(
+        self, cfg: Path, *args: str, env: dict[str, str] | None = None, log_path: Path | None = None
+    ) -> None:
         self.log_path = log_path or cfg.with_suffix(f".{time.monotonic_ns()}.log")
         self._log = self.log_path.open("w")
         self.proc = subprocess.Popen(
             [INDEXER_BIN, "--config", str(cfg), "--log-format", "json", "run", *args],
-            stdout=subprocess.DEVNULL, stderr=self._log, env=_env(env), cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=self._log,
+            env=_env(env),
+            cwd=ROOT,
             start_new_session=True,
         )
 
@@ -128,8 +139,9 @@ class Daemon:
             if self.proc.poll() is not None:
                 break
             time.sleep(0.05)
-        raise AssertionError(f"no matching log event; exit={self.proc.poll()}\n"
-                             + self.log_path.read_text()[-3000:])
+        raise AssertionError(
+            f"no matching log event; exit={self.proc.poll()}\n" + self.log_path.read_text()[-3000:]
+        )
 
     def signal(self, sig: int) -> None:
         if self.proc.poll() is None:
@@ -161,8 +173,9 @@ def wait_synced(dsn: str, node: Any, timeout: float = 60, chain_id: int = 31337)
     last: Any = None
     while time.monotonic() < deadline:
         head = node.rpc("eth_getBlockByNumber", ["latest", False])
-        rows = db_fetch(dsn, "SELECT block_number, block_hash FROM checkpoints "
-                             "WHERE chain_id=$1", chain_id)
+        rows = db_fetch(
+            dsn, "SELECT block_number, block_hash FROM checkpoints WHERE chain_id=$1", chain_id
+        )
         if rows:
             last = (rows[0]["block_number"], rows[0]["block_hash"])
             if last == (int(head["number"], 16), head["hash"]):

@@ -87,9 +87,22 @@ class PgCluster:
         if as_root:
             shutil.chown(tmp, "postgres")
         subprocess.run(
-            [*run_as, str(bindir / "initdb"), "-D", str(datadir), "-U", "postgres",
-             "-A", "trust", "--no-sync", "-E", "UTF8"],
-            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            [
+                *run_as,
+                str(bindir / "initdb"),
+                "-D",
+                str(datadir),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         port = free_port()
         opts = (
@@ -98,9 +111,22 @@ class PgCluster:
             "-c max_connections=200 -c shared_buffers=128MB"
         )
         subprocess.run(
-            [*run_as, str(bindir / "pg_ctl"), "-D", str(datadir), "-o", opts,
-             "-l", str(tmp / "log"), "-w", "-t", "60", "start"],
-            check=True, stdout=subprocess.DEVNULL,
+            [
+                *run_as,
+                str(bindir / "pg_ctl"),
+                "-D",
+                str(datadir),
+                "-o",
+                opts,
+                "-l",
+                str(tmp / "log"),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
         )
         return cls(port=port, datadir=datadir, _proc_owner="postgres" if as_root else None)
 
@@ -108,8 +134,11 @@ class PgCluster:
         """Run pg_ctl on this cluster (used by fault tests: stop -m immediate, start)."""
         assert self.datadir is not None, "pg_ctl needs a cluster started by the tests"
         run_as = ["runuser", "-u", "postgres", "--"] if self._proc_owner else []
-        subprocess.run([*run_as, str(pg_bindir() / "pg_ctl"), "-D", str(self.datadir), *args],
-                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [*run_as, str(pg_bindir() / "pg_ctl"), "-D", str(self.datadir), *args],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
 
     def stop(self) -> None:
         if self.external or self.datadir is None:
@@ -136,13 +165,26 @@ class Anvil:
         if not ANVIL_BIN.exists():
             raise RuntimeError("anvil not installed: run `make setup`")
         port = free_port()
-        args = [str(ANVIL_BIN), "--host", "127.0.0.1", "--port", str(port), "--chain-id",
-                str(chain_id), "--silent", "--accounts", "5", "--balance", "1000000"]
+        args = [
+            str(ANVIL_BIN),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--chain-id",
+            str(chain_id),
+            "--silent",
+            "--accounts",
+            "5",
+            "--balance",
+            "1000000",
+        ]
         if block_time is not None:
             args += ["--block-time", str(block_time)]
         args += list(extra)
-        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
         node = cls(port=port, proc=proc, args=args)
         node._wait_ready()
         return node
@@ -161,8 +203,9 @@ class Anvil:
 
     def rpc(self, method: str, params: list[Any] | None = None) -> Any:
         """One JSON-RPC call; raises RuntimeError on a JSON-RPC error."""
-        body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method,
-                           "params": params or []}).encode()
+        body = json.dumps(
+            {"jsonrpc": "2.0", "id": 1, "method": method, "params": params or []}
+        ).encode()
         req = urllib.request.Request(self.url, body, {"Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=30) as resp:
             out = json.loads(resp.read())

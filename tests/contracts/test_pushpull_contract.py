@@ -179,7 +179,7 @@ def test_pushpull_fee_on_transfer_token_rejected(chain):
 
 
 def test_pushpull_false_returning_token_rejected(chain):
-    """A token whose transferFrom returns false makes pushRewards revert SafeERC20FailedOperation."""
+    """A token whose transferFrom returns false makes pushRewards revert SafeERC20."""
     hostile = dp.deploy(chain.w3, "HostileToken")
     mtpp, _ = _authorise_eoa(chain, hostile)
     dp.send(chain.w3, hostile.functions.setMode(1), dp.ADMIN_KEY)

@@ -21,8 +21,9 @@ def static(d: deploy.Deployment) -> list[str]:
 
 
 def assert_all(dsn: str, anvil: Anvil, d: deploy.Deployment) -> int:
-    n = checks.assert_canonical(dsn, anvil, static(d), d.addresses["ProductBankFactory"],
-                                start=d.block_number)
+    n = checks.assert_canonical(
+        dsn, anvil, static(d), d.addresses["ProductBankFactory"], start=d.block_number
+    )
     checks.assert_balances(dsn, anvil, d.addresses["MultiTokenPushPull"])
     return n
 

@@ -29,8 +29,12 @@ def reorgs_of(dsn: str) -> list[tuple[int, int, str]]:
 
 @pytest.mark.parametrize("depth", [1, 2, 5, 20, 64])
 def test_reorg_live_at_depth(
-    depth: int, anvil: Anvil, deployment: deploy.Deployment, make_config: Callable[..., Path],
-    db_dsn: str, daemons: list[Daemon],
+    depth: int,
+    anvil: Anvil,
+    deployment: deploy.Deployment,
+    make_config: Callable[..., Path],
+    db_dsn: str,
+    daemons: list[Daemon],
 ) -> None:
     """A live reorg of the given depth (same height, new events on the fork) is rolled back."""
     d = deployment
@@ -41,8 +45,9 @@ def test_reorg_live_at_depth(
     daemons.append(daemon)
     tip = wait_synced(db_dsn, anvil)
     before = checks.stored_keys(db_dsn)
-    anvil.rpc("anvil_reorg", [depth, [[chama_tx(d, "fork-a"), 0], [chama_tx(d, "fork-b"),
-                                                                    depth - 1]]])
+    anvil.rpc(
+        "anvil_reorg", [depth, [[chama_tx(d, "fork-a"), 0], [chama_tx(d, "fork-b"), depth - 1]]]
+    )
     assert anvil.block_number() == tip  # same height: only the hash check can see it
     event = daemon.wait_for(lambda e: e.get("event") == "reorg_detected")
     assert event["depth"] == depth
@@ -58,8 +63,11 @@ def test_reorg_live_at_depth(
 
 
 def test_reorg_then_chain_grows(
-    anvil: Anvil, deployment: deploy.Deployment, make_config: Callable[..., Path],
-    db_dsn: str, daemons: list[Daemon],
+    anvil: Anvil,
+    deployment: deploy.Deployment,
+    make_config: Callable[..., Path],
+    db_dsn: str,
+    daemons: list[Daemon],
 ) -> None:
     """Scenario 5: reorg of depth 3 then 5 more blocks: ancestor found, one reorg recorded."""
     d = deployment
@@ -76,8 +84,11 @@ def test_reorg_then_chain_grows(
 
 
 def test_reorg_rollback_then_regrow(
-    anvil: Anvil, deployment: deploy.Deployment, make_config: Callable[..., Path],
-    db_dsn: str, daemons: list[Daemon],
+    anvil: Anvil,
+    deployment: deploy.Deployment,
+    make_config: Callable[..., Path],
+    db_dsn: str,
+    daemons: list[Daemon],
 ) -> None:
     """Scenario 6: the chain gets shorter than our checkpoint (anvil_rollback): we wait without
     deleting; once it regrows with other transactions, the heights above the fork are
@@ -101,8 +112,11 @@ def test_reorg_rollback_then_regrow(
 
 
 def test_reorg_twice_within_one_poll(
-    anvil: Anvil, deployment: deploy.Deployment, make_config: Callable[..., Path],
-    db_dsn: str, daemons: list[Daemon],
+    anvil: Anvil,
+    deployment: deploy.Deployment,
+    make_config: Callable[..., Path],
+    db_dsn: str,
+    daemons: list[Daemon],
 ) -> None:
     """Scenario 7: two reorgs before we look again; we end equal to the final chain."""
     d = deployment
