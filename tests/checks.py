@@ -16,6 +16,7 @@ through a plain connection, so a bug in the indexer's RPC or decoding path canno
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import defaultdict
 from typing import Any
 
@@ -143,7 +144,8 @@ def assert_canonical(
     got = sorted(k[:5] for k in stored)
     missing = sorted(set(expected) - set(got))
     extra = sorted(set(got) - set(expected))
-    assert not missing and not extra, (
+    assert not missing, f"INV-CANON: {len(missing)} missing: {missing[:3]}"
+    assert not extra, (
         f"INV-CANON: {len(missing)} missing, {len(extra)} extra; "
         f"missing {missing[:3]} extra {extra[:3]}"
     )
@@ -157,16 +159,18 @@ def _assert_headers(dsn: str, node: Anvil, chain_id: int, number: int) -> None:
         "SELECT number, hash, parent_hash FROM blocks WHERE chain_id=$1 ORDER BY number",
         chain_id,
     )
-    assert rows and rows[-1]["number"] == number, "INV-CKPT: checkpoint header not stored"
+    assert rows, "INV-CKPT: no headers stored"
+    assert rows[-1]["number"] == number, "INV-CKPT: checkpoint header not stored"
     for r in rows:
         canon = node.rpc("eth_getBlockByNumber", [hex(r["number"]), False])
-        assert canon is not None and canon["hash"] == r["hash"], (
+        assert canon is not None, f"INV-CANON: node has no block {r['number']}"
+        assert canon["hash"] == r["hash"], (
             f"INV-CANON: stored header {r['number']} is not canonical"
         )
     fin = _fetch(dsn, "SELECT finalized_block FROM checkpoints WHERE chain_id=$1", chain_id)
     floor = max(fin[0]["finalized_block"] or 0, rows[0]["number"])
     window = [r for r in rows if r["number"] >= floor]
-    for a, b in zip(window, window[1:], strict=False):
+    for a, b in itertools.pairwise(window):
         assert b["number"] == a["number"] + 1, f"INV-CKPT: header gap at {a['number']}"
         assert b["parent_hash"] == a["hash"], f"INV-CKPT: broken link at {b['number']}"
 
@@ -193,7 +197,7 @@ def assert_balances(dsn: str, node: Anvil, mtpp: str, chain_id: int = 31337) -> 
         dsn, "SELECT token, wallet, pending FROM reward_balances WHERE chain_id=$1", chain_id
     )
     stored = {(r["token"], r["wallet"]): int(r["pending"]) for r in rows}
-    assert {k: v for k, v in stored.items()} == dict(fold), "INV-DERIVED: balances != fold"
+    assert stored == dict(fold), "INV-DERIVED: balances != fold"
     for (token, wallet), pending in stored.items():
         onchain = _call(
             node,

@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from indexer import db
 from tests import deploy
 from tests.harness import ChainCfg, Daemon, write_config
 from tests.procs import ROOT, Anvil, PgCluster
@@ -36,8 +37,6 @@ def pg_cluster() -> Iterator[PgCluster]:
 
 
 async def _build_template(cluster: PgCluster) -> None:
-    from indexer import db
-
     admin = await asyncpg.connect(cluster.dsn())
     try:
         await admin.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}"')

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.checks import db_fetch
 from tests.procs import ROOT
 
 INDEXER_BIN = str(Path(sys.executable).parent / "indexer")
@@ -167,8 +168,6 @@ class Daemon:
 
 def wait_synced(dsn: str, node: Any, timeout: float = 60, chain_id: int = 31337) -> int:
     """Wait until the checkpoint equals the node's head (number and hash); returns it."""
-    from tests.checks import db_fetch
-
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
