@@ -22,14 +22,16 @@ def snapshot(dsn: str) -> list[tuple[object, ...]]:
     out: list[tuple[object, ...]] = []
     for table in (*checks.EVENT_TABLES, "reward_balances", "blocks", "checkpoints"):
         rows = checks.db_fetch(dsn, f"SELECT * FROM {table}")
-        out += sorted((table, *[str(v) for k, v in r.items() if k != "updated_at"])
-                      for r in rows)
+        out += sorted((table, *[str(v) for k, v in r.items() if k != "updated_at"]) for r in rows)
     return out
 
 
 def test_reorg_removing_bank_creation_removes_bank_and_events(
-    anvil: Anvil, deployment: deploy.Deployment, make_config: Callable[..., Path],
-    db_dsn: str, daemons: list[Daemon],
+    anvil: Anvil,
+    deployment: deploy.Deployment,
+    make_config: Callable[..., Path],
+    db_dsn: str,
+    daemons: list[Daemon],
 ) -> None:
     """A reorg that drops a ProductBank's creation drops the bank and its events; a bank
     created again later at the same address is indexed from its new creation."""
@@ -45,8 +47,12 @@ def test_reorg_removing_bank_creation_removes_bank_and_events(
     assert checks.db_fetch(db_dsn, "SELECT 1 FROM product_banks WHERE bank=$1", addr)
     assert checks.db_fetch(db_dsn, "SELECT 1 FROM funds_deposited WHERE contract=$1", addr)
     tip = anvil.block_number()
-    created = min(r["block_number"] for r in checks.db_fetch(
-        db_dsn, "SELECT block_number FROM product_banks WHERE bank=$1", addr))
+    created = min(
+        r["block_number"]
+        for r in checks.db_fetch(
+            db_dsn, "SELECT block_number FROM product_banks WHERE bank=$1", addr
+        )
+    )
     anvil.rpc("anvil_reorg", [tip - created + 1, []])
     daemon.wait_for(lambda e: e.get("event") == "reorg_detected")
     wait_synced(db_dsn, anvil)
@@ -72,8 +78,9 @@ def test_restart_keeps_discovered_banks(
     assert indexer(cfg, *RUN).code == 0
     deploy.fund_bank(d, bank, 55)
     assert indexer(cfg, *RUN).code == 0
-    rows = checks.db_fetch(db_dsn, "SELECT amount FROM funds_deposited WHERE contract=$1",
-                           bank.address.lower())
+    rows = checks.db_fetch(
+        db_dsn, "SELECT amount FROM funds_deposited WHERE contract=$1", bank.address.lower()
+    )
     assert [int(r["amount"]) for r in rows] == [55]
     assert_all(db_dsn, anvil, d)
 
@@ -87,19 +94,33 @@ def test_two_chains_in_one_daemon(
         d2 = deploy.deploy_all(deploy.connect(other.url))
         deploy.generate_traffic(deployment.w3, deployment, random.Random(1), 20)
         deploy.generate_traffic(d2.w3, d2, random.Random(2), 30)
-        cfg = write_config(tmp_path / "two.toml", db_dsn, [
-            ChainCfg("one", 31337, anvil.url, deployment.addresses,
-                     start_block=deployment.block_number),
-            ChainCfg("two", 31338, other.url, d2.addresses, start_block=d2.block_number),
-        ])
+        cfg = write_config(
+            tmp_path / "two.toml",
+            db_dsn,
+            [
+                ChainCfg(
+                    "one",
+                    31337,
+                    anvil.url,
+                    deployment.addresses,
+                    start_block=deployment.block_number,
+                ),
+                ChainCfg("two", 31338, other.url, d2.addresses, start_block=d2.block_number),
+            ],
+        )
         out = indexer(cfg, *RUN)
         assert out.code == 0, out.stderr[-2000:]
         chains = {e["chain"] for e in out.named("batch_committed")}
         assert chains == {"one", "two"}
         assert_all(db_dsn, anvil, deployment)
-        n2 = checks.assert_canonical(db_dsn, other, static(d2),
-                                     d2.addresses["ProductBankFactory"], chain_id=31338,
-                                     start=d2.block_number)
+        n2 = checks.assert_canonical(
+            db_dsn,
+            other,
+            static(d2),
+            d2.addresses["ProductBankFactory"],
+            chain_id=31338,
+            start=d2.block_number,
+        )
         checks.assert_balances(db_dsn, other, d2.addresses["MultiTokenPushPull"], 31338)
         assert n2 > 0
     finally:
@@ -116,16 +137,20 @@ def test_backfill_of_indexed_range_changes_nothing(
     assert indexer(cfg, *RUN).code == 0
     before = snapshot(db_dsn)
     tip = checks.checkpoint(db_dsn)[0]
-    out = indexer(cfg, "backfill", "--chain", "local", "--from", str(d.block_number),
-                  "--to", str(tip))
+    out = indexer(
+        cfg, "backfill", "--chain", "local", "--from", str(d.block_number), "--to", str(tip)
+    )
     assert out.code == 0, out.stderr[-2000:]
     assert out.named("backfill_range_unchanged")
     assert snapshot(db_dsn) == before
 
 
 def test_backfill_on_fresh_database_then_beside_run(
-    anvil: Anvil, deployment: deploy.Deployment, make_config: Callable[..., Path],
-    db_dsn: str, daemons: list[Daemon],
+    anvil: Anvil,
+    deployment: deploy.Deployment,
+    make_config: Callable[..., Path],
+    db_dsn: str,
+    daemons: list[Daemon],
 ) -> None:
     """backfill indexes a fresh range; beside a running daemon it waits for the daemon to pass
     the range instead of writing beside it, and both end equal to the chain."""
@@ -133,16 +158,18 @@ def test_backfill_on_fresh_database_then_beside_run(
     deploy.generate_traffic(d.w3, d, random.Random(5), 25)
     cfg = make_config(batch_blocks=6)
     mid = anvil.block_number()
-    out = indexer(cfg, "backfill", "--chain", "local", "--from", str(d.block_number),
-                  "--to", str(mid))
+    out = indexer(
+        cfg, "backfill", "--chain", "local", "--from", str(d.block_number), "--to", str(mid)
+    )
     assert out.code == 0, out.stderr[-2000:]
     assert checks.checkpoint(db_dsn)[0] == mid
     daemon = Daemon(cfg, "--no-http")
     daemons.append(daemon)
     deploy.generate_traffic(d.w3, d, random.Random(6), 10)
     target = anvil.block_number()
-    side = indexer(cfg, "backfill", "--chain", "local", "--from", str(d.block_number),
-                   "--to", str(target))
+    side = indexer(
+        cfg, "backfill", "--chain", "local", "--from", str(d.block_number), "--to", str(target)
+    )
     assert side.code == 0, side.stderr[-2000:]
     assert checks.checkpoint(db_dsn)[0] >= target
     wait_synced(db_dsn, anvil)
@@ -163,8 +190,11 @@ def test_verify_clean_then_detects_a_deleted_row(
     clean = indexer(cfg, *args)
     assert clean.code == 0, clean.stdout + clean.stderr[-1500:]
     assert "consistent" in clean.stdout
-    row = checks.db_fetch(db_dsn, "DELETE FROM reward_added WHERE ctid IN (SELECT ctid FROM "
-                                  "reward_added LIMIT 1) RETURNING block_number, log_index")
+    row = checks.db_fetch(
+        db_dsn,
+        "DELETE FROM reward_added WHERE ctid IN (SELECT ctid FROM "
+        "reward_added LIMIT 1) RETURNING block_number, log_index",
+    )
     assert row
     dirty = indexer(cfg, *args)
     assert dirty.code == 3
@@ -175,11 +205,13 @@ def test_wrong_chain_id_is_a_clear_error(
     tmp_path: Path, anvil: Anvil, deployment: deploy.Deployment, db_dsn: str
 ) -> None:
     """An RPC serving another chain than configured: one line, exit 2, nothing written."""
-    cfg = write_config(tmp_path / "wrong.toml", db_dsn, [
-        ChainCfg("local", 1, anvil.url, deployment.addresses)])
+    cfg = write_config(
+        tmp_path / "wrong.toml", db_dsn, [ChainCfg("local", 1, anvil.url, deployment.addresses)]
+    )
     out = indexer(cfg, *RUN)
     assert out.code == 2
     assert "chain" in out.stderr.lower()
     assert out.stderr.strip().count("\n") <= 1 + sum(
-        1 for line in out.stderr.splitlines() if line.startswith("{"))
+        1 for line in out.stderr.splitlines() if line.startswith("{")
+    )
     assert not checks.db_fetch(db_dsn, "SELECT 1 FROM checkpoints")

@@ -21,6 +21,7 @@ import asyncio
 import dataclasses
 import itertools
 import json
+import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,7 @@ from typing import Any, cast
 
 import asyncpg
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
@@ -428,11 +429,7 @@ class World:
             cap = self._growth_cap(stored, chain.head)
             k = op.mine if isinstance(op, Lag) else op.k
             if k > cap:
-                op = (
-                    Lag(op.lag, cap)
-                    if isinstance(op, Lag)
-                    else dataclasses.replace(op, k=cap)
-                )
+                op = Lag(op.lag, cap) if isinstance(op, Lag) else dataclasses.replace(op, k=cap)
         if isinstance(op, Mine):
             chain.mine(op.k, op.logs)
         elif isinstance(op, Reorg):
@@ -498,14 +495,18 @@ async def run_example(dsn: str, params: Params, ops: list[Op]) -> World:
 
 
 @settings(
-    max_examples=40,
+    max_examples=int(os.environ.get("PROPERTY_EXAMPLES", "40")),
     deadline=None,
     print_blob=True,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(params=PARAMS, ops=OPS)
 def test_follower_matches_scripted_chain(db_dsn: str, params: Params, ops: list[Op]) -> None:
-    asyncio.run(run_example(db_dsn, params, ops))
+    world = asyncio.run(run_example(db_dsn, params, ops))
+    for outcome in ("rewound", "waiting", "retry"):
+        n = sum(line.lstrip().startswith(outcome) for line in world.trace)
+        event(f"{outcome}: {min(n, 3)}{'+' if n >= 3 else ''}")
+    event(f"stale answers served: {world.rpc.replayed > 0}")
 
 
 # ---- directed cases ---------------------------------------------------------------------

@@ -1,0 +1,145 @@
+"""The decoder: bound to (address, ABI), exact on good logs, never raising on hostile ones."""
+
+from __future__ import annotations
+
+import json
+
+from eth_abi.abi import encode
+from eth_utils.crypto import keccak
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from indexer.decode import AbiRegistry, Event, Undecodable, column_name
+from indexer.types import RawLog
+from tests.procs import ROOT
+
+MTPP = "0x" + "11" * 20
+EMITTER = "0x" + "22" * 20
+CHAMA = "0x" + "33" * 20
+ADDED = "0x" + keccak(text="RewardAdded(address,address,address,uint256)").hex()
+CLAIMED = "0x" + keccak(text="RewardClaimed(address,address,uint256)").hex()
+CREATED = "0x" + keccak(text="ChamaCreated(uint256,string,address,uint256)").hex()
+
+
+def registry() -> AbiRegistry:
+    reg = AbiRegistry()
+    for name, address in (
+        ("MultiTokenPushPull", MTPP),
+        ("LogEmitter", EMITTER),
+        ("ChamaSavings", CHAMA),
+    ):
+        reg.add_abi(name, json.loads((ROOT / "abis" / f"{name}.json").read_text())["abi"])
+        reg.bind(address, name)
+    return reg
+
+
+def word(addr_or_int: str | int) -> str:
+    if isinstance(addr_or_int, int):
+        return "0x" + addr_or_int.to_bytes(32, "big").hex()
+    return "0x" + "00" * 12 + addr_or_int[2:]
+
+
+def raw(address: str, topics: list[str], data: bytes, index: int = 0) -> RawLog:
+    return RawLog(
+        block_number=7,
+        block_hash="0x" + "ab" * 32,
+        tx_hash="0x" + "cd" * 32,
+        tx_index=0,
+        log_index=index,
+        address=address,
+        topics=tuple(topics),
+        data="0x" + data.hex(),
+    )
+
+
+TOKEN, USER, PUSHER = "0x" + "aa" * 20, "0x" + "bb" * 20, "0x" + "cc" * 20
+
+
+def test_decode_reward_added_exact() -> None:
+    """RewardAdded decodes to its table with every value, including 2**256-1."""
+    lg = raw(
+        MTPP, [ADDED, word(TOKEN), word(USER), word(PUSHER)], encode(["uint256"], [2**256 - 1])
+    )
+    out = registry().decode(lg)
+    assert isinstance(out, Event)
+    assert out.spec.table == "reward_added"
+    assert out.values == (TOKEN, USER, PUSHER, 2**256 - 1)
+    assert out.spec.columns == ("token", "wallet", "emitter", "amount")
+
+
+def test_decode_is_bound_to_address_not_topic0() -> None:
+    """LogEmitter's look-alike RewardClaimed (same topic0, other layout) never reaches
+    reward_claimed, while MultiTokenPushPull's does."""
+    reg = registry()
+    good = reg.decode(raw(MTPP, [CLAIMED, word(TOKEN), word(USER)], encode(["uint256"], [5])))
+    assert isinstance(good, Event)
+    assert good.spec.table == "reward_claimed"
+    alike = reg.decode(
+        raw(EMITTER, [CLAIMED, word(TOKEN)], encode(["address", "uint256"], [USER, 5]))
+    )
+    assert not (isinstance(alike, Event) and alike.spec.table == "reward_claimed")
+
+
+def test_decode_string_event() -> None:
+    """ChamaCreated decodes its dynamic string."""
+    data = encode(["string", "uint256"], ["Savings club ✓", 10])
+    out = registry().decode(raw(CHAMA, [CREATED, word(3), word(USER)], data))
+    assert isinstance(out, Event)
+    assert out.values == (3, "Savings club ✓", USER, 10)
+
+
+def test_decode_hostile_logs_are_undecodable_with_reasons() -> None:
+    """Unknown topic0, truncated data, wrong topic count, no topics, dirty address words,
+    NUL in a string and an out-of-bounds offset each give an Undecodable with a reason."""
+    reg = registry()
+    amount = encode(["uint256"], [1])
+    cases = {
+        "unknown topic0": raw(MTPP, ["0x" + "99" * 32], amount),
+        "data length": raw(MTPP, [ADDED, word(TOKEN), word(USER), word(PUSHER)], amount[:31]),
+        "topics": raw(MTPP, [ADDED, word(TOKEN), word(USER)], amount),
+        "no topics": raw(MTPP, [], amount),
+        "dirty": raw(MTPP, [ADDED, "0x" + "ff" * 32, word(USER), word(PUSHER)], amount),
+        "NUL": raw(
+            CHAMA, [CREATED, word(1), word(USER)], encode(["string", "uint256"], ["a\x00b", 1])
+        ),
+        "offset": raw(
+            CHAMA,
+            [CREATED, word(1), word(USER)],
+            word(2**40)[2:].encode()[:0] + (2**40).to_bytes(32, "big") + (1).to_bytes(32, "big"),
+        ),
+    }
+    for expect, lg in cases.items():
+        out = reg.decode(lg)
+        assert isinstance(out, Undecodable), expect
+        assert out.reason, expect
+
+
+def test_decode_large_bytes_field_does_not_crash() -> None:
+    """A 1 MB payload from a watched address is handled (quarantined), not fatal."""
+    out = registry().decode(raw(MTPP, ["0x" + "98" * 32], b"\x01" * 1_000_000))
+    assert isinstance(out, Undecodable)
+
+
+def test_column_name_snake_case_and_wallet() -> None:
+    """Event fields become snake_case columns; `user` is `wallet`."""
+    assert column_name("user") == "wallet"
+    assert column_name("contributionAmount") == "contribution_amount"
+    assert column_name("campaignId") == "campaign_id"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    address=st.sampled_from([MTPP, EMITTER, CHAMA, "0x" + "44" * 20]),
+    topics=st.lists(
+        st.one_of(
+            st.sampled_from([ADDED, CLAIMED, CREATED]),
+            st.binary(min_size=32, max_size=32).map(lambda b: "0x" + b.hex()),
+        ),
+        max_size=5,
+    ),
+    data=st.binary(max_size=400),
+)
+def test_decode_fuzz_never_raises(address: str, topics: list[str], data: bytes) -> None:
+    """Any log gives an Event or an Undecodable; decoding never raises."""
+    out = registry().decode(raw(address, topics, data))
+    assert isinstance(out, Event | Undecodable)
