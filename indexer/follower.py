@@ -218,6 +218,15 @@ class ChainFollower:
         full = last > self.finalized
         if full and first <= self.finalized:
             last, full = self.finalized, False  # the final part first, sparse
+        if not full and cp.hash is not None and (cp.finalized is None or cp.number > cp.finalized):
+            # The tip was stored above the finality of its time and a sparse range does not
+            # link to it: check it explicitly, once, before leaving the reorg window.
+            self.nrpc += 1
+            node = await self.rpc.header(cp.number)
+            if node is None:
+                return StepResult(Step.WAITING, last=cp.number)
+            if node.hash != cp.hash:
+                return await self._rollback(cp, head)
         self.nrpc += 1
         rng = await self.rpc.get_range(first, last, self._watched(), full_headers=full)
         last = rng.to_block
