@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import signal
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from indexer import db, metrics
 from indexer.checkpoint import CheckpointStore
 from indexer.config import ChainSettings, Settings
 from indexer.decode import AbiRegistry
-from indexer.errors import DatabaseUnavailable
+from indexer.errors import DatabaseUnavailable, NotLeader
 from indexer.follower import ChainFollower, FactoryWatch, FollowerSpec, Step, run_follower
 from indexer.rpc import RpcClient
 from indexer.service import ReadyCheck, serve
@@ -136,40 +135,63 @@ class WriterLock:
 async def _follow_chain(
     rt: ChainRuntime, dsn: str, stop: asyncio.Event, *, exit_when_caught_up: bool
 ) -> Step:
-    """Wait for the writer lock, then follow until done, halted (exit mode) or stopped."""
-    name = rt.settings.name
+    """Stand by until the writer lock is ours, then follow until done, halted (exit mode) or
+    stopped; losing the lock (fencing refuses a commit) sends us back to standing by."""
     lock = WriterLock(dsn, rt.settings.chain_id)
-    rng = random.Random()
     try:
-        announced = False
         while not stop.is_set():
+            if not await _wait_for_lock(rt, lock, stop):
+                return Step.DONE
             try:
-                if await lock.try_acquire():
-                    break
-            except DatabaseUnavailable as exc:
-                log.warning("lock_retry", chain=name, error=str(exc))
-            if not announced:
-                log.info("standby", chain=name, reason="another process holds the writer lock")
-                announced = True
-            metrics.LEADER.labels(name).set(0)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), rt.settings.poll_interval_s)
-        if stop.is_set():
-            return Step.DONE
-        metrics.LEADER.labels(name).set(1)
-        rt.leader = True
-        log.info("leader", chain=name)
-        return await run_follower(
-            rt.follower,
-            poll_interval_s=rt.settings.poll_interval_s,
-            exit_when_caught_up=exit_when_caught_up,
-            stop=stop,
-            rng=rng,
-        )
+                return await _lead(rt, lock, stop, exit_when_caught_up=exit_when_caught_up)
+            except NotLeader as exc:
+                log.warning("leadership_lost", chain=rt.settings.name, error=str(exc))
+                await lock.release()
+        return Step.DONE
     finally:
-        metrics.LEADER.labels(name).set(0)
-        rt.leader = False
+        _set_leader(rt, False)
+        rt.follower.sink.fence = None
         await lock.release()
+
+
+def _set_leader(rt: ChainRuntime, leader: bool) -> None:
+    rt.leader = leader
+    metrics.LEADER.labels(rt.settings.name).set(1 if leader else 0)
+
+
+async def _wait_for_lock(rt: ChainRuntime, lock: WriterLock, stop: asyncio.Event) -> bool:
+    """True once the lock is held; False when asked to stop first."""
+    announced = False
+    while not stop.is_set():
+        try:
+            if await lock.try_acquire():
+                return True
+        except DatabaseUnavailable as exc:
+            log.warning("lock_retry", chain=rt.settings.name, error=str(exc))
+        if not announced:
+            log.info(
+                "standby", chain=rt.settings.name, reason="another process holds the writer lock"
+            )
+            announced = True
+        _set_leader(rt, False)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), rt.settings.poll_interval_s)
+    return False
+
+
+async def _lead(
+    rt: ChainRuntime, lock: WriterLock, stop: asyncio.Event, *, exit_when_caught_up: bool
+) -> Step:
+    assert lock.con is not None
+    rt.follower.sink.fence = (lock.con.get_server_pid(), lock.key)
+    _set_leader(rt, True)
+    log.info("leader", chain=rt.settings.name)
+    return await run_follower(
+        rt.follower,
+        poll_interval_s=rt.settings.poll_interval_s,
+        exit_when_caught_up=exit_when_caught_up,
+        stop=stop,
+    )
 
 
 @contextlib.contextmanager

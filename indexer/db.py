@@ -1,6 +1,6 @@
 """The one database layer: pools, the named queries, and schema migration.
 
-Every SQL statement lives in ``indexer/sql/queries.sql`` under a ``-- name: x`` header (like
+Every SQL statement lives in ``indexer/sql/*.sql`` under a ``-- name: x`` header (like
 procrastinate's loader); ``schema.sql`` at the repository root is idempotent DDL applied under
 an advisory lock. Rows of the event tables are written with COPY by the sink.
 """
@@ -19,7 +19,7 @@ from indexer.errors import DatabaseUnavailable, SchemaVersionError
 
 SCHEMA_VERSION = 1
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schema.sql"
-QUERIES_PATH = Path(__file__).resolve().parent / "sql" / "queries.sql"
+SQL_DIR = Path(__file__).resolve().parent / "sql"
 MIGRATE_LOCK_KEY = 0x7265_7761_7264  # "reward": one advisory lock for schema changes
 CONNECT_TIMEOUT_S = 10.0
 STATEMENT_TIMEOUT_MS = 60_000
@@ -31,14 +31,16 @@ Conn: TypeAlias = (
 _NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 
 
-def load_queries(path: Path = QUERIES_PATH) -> dict[str, str]:
-    """Named statements of ``queries.sql``; the description line is dropped."""
-    text = path.read_text()
-    parts = _NAME.split(text)
+def load_queries(sql_dir: Path = SQL_DIR) -> dict[str, str]:
+    """Named statements of every ``indexer/sql/*.sql``; a name may be defined only once."""
     out: dict[str, str] = {}
-    for name, body in zip(parts[1::2], parts[2::2], strict=True):
-        lines = [ln for ln in body.strip().splitlines() if not ln.startswith("--")]
-        out[name] = "\n".join(lines).strip().rstrip(";")
+    for path in sorted(sql_dir.glob("*.sql")):
+        parts = _NAME.split(path.read_text())
+        for name, body in zip(parts[1::2], parts[2::2], strict=True):
+            if name in out:
+                raise ValueError(f"query {name!r} defined twice ({path.name})")
+            lines = [ln for ln in body.strip().splitlines() if not ln.startswith("--")]
+            out[name] = "\n".join(lines).strip().rstrip(";")
     return out
 
 

@@ -37,6 +37,7 @@ from indexer.errors import (
     FinalityViolation,
     InvalidRpcData,
     LaggingNode,
+    NotLeader,
     ReorgTooDeep,
     Retryable,
 )
@@ -199,7 +200,7 @@ class ChainFollower:
                 log.info("node_behind", head=head, checkpoint=cp.number)
                 return StepResult(Step.WAITING, last=cp.number)
             return await self._rollback(cp, head)
-        if head == cp.number or not self._tip_verified:
+        if head == cp.number or not self._tip_verified or cp.number < self.finalized:
             self.nrpc += 1
             node = await self.rpc.header(cp.number)
             if node is None:
@@ -456,6 +457,8 @@ async def run_follower(
     while not stop.is_set():
         try:
             result = await follower.step()
+        except NotLeader:
+            raise  # the daemon goes back to standing by
         except Retryable as exc:
             attempt += 1
             metrics.RETRIES.labels(follower.spec.name, type(exc).__name__).inc()

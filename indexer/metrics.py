@@ -46,3 +46,32 @@ REWARDS_PUSHED = Counter("indexer_rewards_pushed_total", "Rewards pushed by outc
 RECONCILE_MISMATCHES = Counter(
     "indexer_reconcile_mismatches_total", "Discrepancies found by the reconciler", ["chain", "kind"]
 )
+
+# Rewards lifecycle, reconciler and pusher.
+REWARD_BATCH_TRANSITIONS = Counter(
+    "indexer_reward_batch_transitions_total",
+    "Reward batch status changes driven by indexed events",
+    ["chain", "to"],
+)
+DISCREPANCIES_OPEN = Gauge(
+    "indexer_discrepancies_open", "Open discrepancies by kind", ["chain", "kind"]
+)
+RECONCILE_LAST_RUN = Gauge(
+    "indexer_reconcile_last_run_timestamp_seconds", "Unix time of the last reconcile", ["chain"]
+)
+RECONCILE_SECONDS = Histogram("indexer_reconcile_seconds", "Reconcile duration", ["chain"])
+RECONCILE_ITEMS = Counter(
+    "indexer_reconcile_items_checked_total", "Items compared by the reconciler", ["chain", "kind"]
+)
+PUSHER_QUEUE = Gauge("indexer_pusher_queue_rewards", "Rewards waiting to be pushed", ["chain"])
+PUSHER_BATCHES = Gauge("indexer_pusher_batches", "Reward batches by status", ["chain", "status"])
+PUSHER_OLDEST_PENDING = Gauge(
+    "indexer_pusher_oldest_pending_seconds", "Age of the oldest pending reward", ["chain"]
+)
+PUSHER_GAS = Counter("indexer_pusher_gas_used_total", "Gas used by pushed batches", ["chain"])
+PUSHER_STUCK = Gauge(
+    "indexer_pusher_stuck_transactions", "Sent transactions not mined after the timeout", ["chain"]
+)
+PUSHER_ERRORS = Counter(
+    "indexer_pusher_errors_total", "Batches refused by the contract, by error", ["chain", "error"]
+)

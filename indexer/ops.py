@@ -75,6 +75,8 @@ async def _follow_until(
     stop = asyncio.Event()
     try:
         if await lock.try_acquire():
+            assert lock.con is not None
+            rt.follower.sink.fence = (lock.con.get_server_pid(), lock.key)
             progress = asyncio.create_task(_progress(store, last, stop)) if tty else None
             try:
                 return await run_follower(

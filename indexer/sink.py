@@ -22,7 +22,7 @@ import structlog
 from indexer import failpoints, metrics
 from indexer.db import CONNECTION_ERRORS, Conn, Q, quote_ident
 from indexer.decode import BASE_COLUMNS, EVENT_TABLE_NAMES, Event, Undecodable
-from indexer.errors import DatabaseUnavailable, Retryable
+from indexer.errors import DatabaseUnavailable, NotLeader, Retryable
 from indexer.types import BlockHeader
 
 log = structlog.get_logger()
@@ -148,6 +148,16 @@ class PostgresSink:
         self.pool = pool
         self.chain_id = chain_id
         self.chain = chain or str(chain_id)
+        # Fencing (P8): when set, every write transaction first checks that the backend
+        # ``pid`` still holds advisory lock ``key``; a writer that lost its lock cannot commit.
+        self.fence: tuple[int, int] | None = None
+
+    async def _check_fence(self, con: Conn) -> None:
+        if self.fence is None:
+            return
+        pid, key = self.fence
+        if not await con.fetchval(Q["holds_writer_lock"], pid, key):
+            raise NotLeader("this process no longer holds the chain's writer lock")
 
     async def commit(self, batch: Batch) -> CommitResult:
         """Commit a batch atomically; raises CheckpointMoved if the checkpoint is not its parent."""
@@ -155,6 +165,7 @@ class PostgresSink:
         try:
             await failpoints.hit("sink.before_begin")
             async with self.pool.acquire() as con, con.transaction():
+                await self._check_fence(con)
                 await self._check_parent(con, batch.parent)
                 rows = await self._write_rows(con, batch)
                 await failpoints.hit("sink.after_events")
@@ -237,6 +248,7 @@ class PostgresSink:
         )
         try:
             async with self.pool.acquire() as con, con.transaction():
+                await self._check_fence(con)
                 row = await con.fetchrow(Q["lock_checkpoint"], self.chain_id)
                 if row is None:
                     raise CheckpointMoved("no checkpoint")

@@ -122,3 +122,11 @@ SELECT status, count(*) AS n FROM rewards GROUP BY status ORDER BY status;
 -- name: open_discrepancies
 -- Open discrepancies count for `indexer status`.
 SELECT count(*) FROM discrepancies WHERE resolved_at IS NULL;
+
+-- name: holds_writer_lock
+-- Fencing: whether backend $1 still holds advisory lock $2 (checked inside each commit).
+SELECT EXISTS (
+    SELECT 1 FROM pg_locks
+    WHERE locktype = 'advisory' AND granted AND pid = $1 AND objsubid = 1
+      AND classid::bigint = ($2::bigint >> 32) AND objid::bigint = ($2::bigint & 4294967295)
+);
