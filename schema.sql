@@ -226,6 +226,15 @@ CREATE TABLE IF NOT EXISTS reward_batches (
                  CHECK (status IN ('draft', 'pending', 'confirmed', 'failed', 'reconciled')),
     tx_hash      TEXT CHECK (tx_hash IS NULL OR tx_hash ~ '^0x[0-9a-f]{64}$'),
     raw_tx       TEXT,
+    call_data    TEXT,
+    gas_limit    BIGINT,
+    sender       TEXT CHECK (sender IS NULL OR sender ~ '^0x[0-9a-f]{40}$'),
+    sender_nonce BIGINT,
+    max_fee      NUMERIC(78, 0),
+    priority_fee NUMERIC(78, 0),
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at TIMESTAMPTZ,
+    broadcast_at TIMESTAMPTZ,
     submitted_at TIMESTAMPTZ,
     confirmed_at TIMESTAMPTZ,
     block_number BIGINT,
@@ -233,6 +242,9 @@ CREATE TABLE IF NOT EXISTS reward_batches (
     error        TEXT,
     created_at   TIMESTAMPTZ NOT NULL DEFAULT now()
 );
+
+CREATE INDEX IF NOT EXISTS reward_batches_open ON reward_batches (chain_id, status)
+    WHERE status IN ('draft', 'pending');
 
 CREATE TABLE IF NOT EXISTS rewards (
     id              BIGSERIAL PRIMARY KEY,

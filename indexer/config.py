@@ -66,6 +66,8 @@ for secrets; an unset variable is a problem)::
     max_batch             50        rewards per signed batch (1..100, the contract's limit)
     deadline              3600      seconds a signed batch stays valid (> 0)
     push_interval         5         seconds between pusher rounds (> 0)
+    replace_after         60        seconds an unmined transaction waits before it is
+                                    replaced (same account nonce, fees +25 %) (> 0)
 
 ABI files are JSON: either an object with key ``abi`` (Foundry/Hardhat artifacts and our
 ``abis/``) or a bare list of ABI entries. Chain and contract names are letters, digits and
@@ -108,6 +110,7 @@ MAX_BATCH = 50
 MAX_BATCH_LIMIT = 100  # ProductBank.pushRewards accepts 1..100 rewards
 DEADLINE_S = 3600
 PUSH_INTERVAL_S = 5.0
+REPLACE_AFTER_S = 60.0
 
 MASK = "****"
 MULTICALL3 = "0xca11bde05977b3631167028862be2a173976ca11"  # same address on most chains
@@ -264,6 +267,7 @@ class SignerSettings:
     max_batch: int = MAX_BATCH
     deadline_s: int = DEADLINE_S
     push_interval_s: float = PUSH_INTERVAL_S
+    replace_after_s: float = REPLACE_AFTER_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -765,6 +769,7 @@ _SIGNER_KEYS = (
     "max_batch",
     "deadline",
     "push_interval",
+    "replace_after",
 )
 
 
@@ -827,6 +832,7 @@ def _signer(table: Mapping[str, Any] | None, ctx: _Context) -> SignerSettings | 
         max_batch=max_batch or MAX_BATCH,
         deadline_s=sec.get_int("deadline", minimum=1) or DEADLINE_S,
         push_interval_s=sec.get_seconds("push_interval") or PUSH_INTERVAL_S,
+        replace_after_s=sec.get_seconds("replace_after") or REPLACE_AFTER_S,
     )
 
 
@@ -961,6 +967,7 @@ def render(settings: Settings) -> str:
                 "max_batch": signer.max_batch,
                 "deadline": signer.deadline_s,
                 "push_interval": signer.push_interval_s,
+                "replace_after": signer.replace_after_s,
             }
         )
     return "\n".join(out) + "\n"

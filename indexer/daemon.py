@@ -99,7 +99,7 @@ async def open_chain(
         await rpc.check_chain_id(chain.chain_id)
         spec, registry = follower_spec(chain, until_block)
         store = CheckpointStore(pool, chain.chain_id)
-        sink = PostgresSink(pool, chain.chain_id, chain.name)
+        sink = PostgresSink(pool, chain.chain_id, chain.name, confirmations=chain.confirmations)
         yield ChainRuntime(chain, rpc, ChainFollower(spec, rpc, store, sink, registry))
     finally:
         await rpc.close()
@@ -223,6 +223,8 @@ async def run(
 ) -> int:
     """Run the followers; returns the process exit code (0 ok, 1 halted in exit mode)."""
     selected = [c for c in settings.chains if not chains or c.name in chains]
+    for c in selected:
+        metrics.init_chain(c.name)
     dsn = settings.database_url.reveal()
     pool = await db.create_pool(dsn, app=SINK_APP_NAME, size=2 + 2 * len(selected))
     stop = asyncio.Event()

@@ -72,33 +72,44 @@ async def _follow_until(
     rt: daemon.ChainRuntime, settings: Settings, store: CheckpointStore, last: int, *, tty: bool
 ) -> Step:
     lock = daemon.WriterLock(settings.database_url.reveal(), rt.settings.chain_id)
-    stop = asyncio.Event()
+    stop = asyncio.Event()  # SIGTERM/SIGINT: the open batch commits or rolls back, then exit 0
     try:
-        if await lock.try_acquire():
-            assert lock.con is not None
-            rt.follower.sink.fence = (lock.con.get_server_pid(), lock.key)
-            progress = asyncio.create_task(_progress(store, last, stop)) if tty else None
-            try:
-                return await run_follower(
-                    rt.follower,
-                    poll_interval_s=rt.settings.poll_interval_s,
-                    exit_when_caught_up=True,
-                    stop=stop,
-                )
-            finally:
-                stop.set()
-                if progress is not None:
-                    await progress
-        log.info("backfill_waits_for_daemon", chain=rt.settings.name, until=last)
-        while True:
-            cp = await store.load()
-            if cp.halted_reason:
-                return Step.HALTED
-            if cp.number >= last:
-                return Step.DONE
-            await asyncio.sleep(rt.settings.poll_interval_s)
+        with daemon.on_stop(stop):
+            if await lock.try_acquire():
+                assert lock.con is not None
+                rt.follower.sink.fence = (lock.con.get_server_pid(), lock.key)
+                return await _backfill_locked(rt, store, last, stop, tty=tty)
+            log.info("backfill_waits_for_daemon", chain=rt.settings.name, until=last)
+            while not stop.is_set():
+                cp = await store.load()
+                if cp.halted_reason:
+                    return Step.HALTED
+                if cp.number >= last:
+                    return Step.DONE
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), rt.settings.poll_interval_s)
+            return Step.DONE
     finally:
         await lock.release()
+
+
+async def _backfill_locked(
+    rt: daemon.ChainRuntime, store: CheckpointStore, last: int, stop: asyncio.Event, *, tty: bool
+) -> Step:
+    progress = asyncio.create_task(_progress(store, last, stop)) if tty else None
+    try:
+        return await run_follower(
+            rt.follower,
+            poll_interval_s=rt.settings.poll_interval_s,
+            exit_when_caught_up=True,
+            stop=stop,
+        )
+    finally:
+        if stop.is_set():
+            log.info("backfill_stopped", chain=rt.settings.name)
+        stop.set()
+        if progress is not None:
+            await progress
 
 
 async def _progress(store: CheckpointStore, last: int, stop: asyncio.Event) -> None:
@@ -146,7 +157,7 @@ async def rewind(settings: Settings, chain: ChainSettings, to: int) -> None:
         if hash_ is None and to >= 0:
             header = await rt.rpc.header(to)
             hash_ = header.hash if header is not None else None
-        sink = PostgresSink(pool, chain.chain_id, chain.name)
+        sink = PostgresSink(pool, chain.chain_id, chain.name, confirmations=chain.confirmations)
         deleted = await sink.rewind_to(
             (to, hash_),
             kind="rewind",

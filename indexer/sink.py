@@ -19,7 +19,7 @@ import asyncpg
 import orjson
 import structlog
 
-from indexer import failpoints, metrics
+from indexer import failpoints, metrics, rewards
 from indexer.db import CONNECTION_ERRORS, Conn, Q, quote_ident
 from indexer.decode import BASE_COLUMNS, EVENT_TABLE_NAMES, Event, Undecodable
 from indexer.errors import DatabaseUnavailable, NotLeader, Retryable
@@ -135,19 +135,43 @@ def balance_deltas(events: Sequence[Event]) -> dict[tuple[str, str, str], list[i
     return acc
 
 
-def _notify_payload(chain_id: int, kind: str, first: int, last: int, tables: list[str]) -> str:
-    return orjson.dumps(
-        {"chain_id": chain_id, "kind": kind, "from": first, "to": last, "tables": tables}
-    ).decode()
+NOTIFY_MAX_WALLETS = 100  # NOTIFY payloads must stay under 8000 bytes
+
+
+def _notify_payload(
+    chain_id: int,
+    kind: str,
+    *,
+    first: int,
+    last: int,
+    tables: list[str],
+    wallets: list[str] | None = None,
+) -> str:
+    """What subscribers get: the range, the tables touched and the wallets whose balances
+    changed (``wallets_truncated`` when there were too many to list)."""
+    body: dict[str, object] = {
+        "chain_id": chain_id,
+        "kind": kind,
+        "from": first,
+        "to": last,
+        "tables": tables,
+    }
+    if wallets is not None:
+        body["wallets"] = wallets[:NOTIFY_MAX_WALLETS]
+        body["wallets_truncated"] = len(wallets) > NOTIFY_MAX_WALLETS
+    return orjson.dumps(body).decode()
 
 
 class PostgresSink:
     """Writes of one chain. Every public method is one transaction, retried by the caller."""
 
-    def __init__(self, pool: asyncpg.Pool, chain_id: int, chain: str = "") -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, chain_id: int, chain: str = "", *, confirmations: int = 0
+    ) -> None:
         self.pool = pool
         self.chain_id = chain_id
         self.chain = chain or str(chain_id)
+        self.confirmations = confirmations
         # Fencing (P8): when set, every write transaction first checks that the backend
         # ``pid`` still holds advisory lock ``key``; a writer that lost its lock cannot commit.
         self.fence: tuple[int, int] | None = None
@@ -177,8 +201,21 @@ class PostgresSink:
                     batch.head.hash,
                     batch.finalized,
                 )
+                await rewards.on_commit(
+                    con,
+                    self.chain_id,
+                    self.chain,
+                    checkpoint=batch.head.number,
+                    confirmations=self.confirmations,
+                    finalized=batch.finalized,
+                )
                 payload = _notify_payload(
-                    self.chain_id, "commit", batch.from_block, batch.to_block, sorted(rows)
+                    self.chain_id,
+                    "commit",
+                    first=batch.from_block,
+                    last=batch.to_block,
+                    tables=sorted(rows),
+                    wallets=sorted({k[2] for k in balance_deltas(batch.events)}),
                 )
                 await con.execute(Q["notify"], payload)
                 await failpoints.hit("sink.after_checkpoint")
@@ -255,6 +292,7 @@ class PostgresSink:
                 if expect is not None and (row["block_number"], row["block_hash"]) != expect:
                     raise CheckpointMoved(f"checkpoint moved to {row['block_number']}")
                 deleted = await self._delete_above(con, number)
+                await rewards.on_rollback(con, self.chain_id, self.chain, ancestor=number)
                 await failpoints.hit("sink.rewind_after_delete")
                 await con.execute(Q["update_checkpoint"], self.chain_id, number, hash_, -1)
                 if reset_finality:
@@ -265,7 +303,11 @@ class PostgresSink:
                 await con.execute(
                     Q["notify"],
                     _notify_payload(
-                        self.chain_id, "rollback", number + 1, row["block_number"], sorted(deleted)
+                        self.chain_id,
+                        "rollback",
+                        first=number + 1,
+                        last=row["block_number"],
+                        tables=sorted(deleted),
                     ),
                 )
         except CONNECTION_ERRORS as exc:

@@ -387,6 +387,7 @@ def test_config_secrets_masked_in_render(tmp_path: Path, abi_dir: Path) -> None:
         "max_batch": 50,
         "deadline": 3600,
         "push_interval": 5.0,
+        "replace_after": 60.0,
     }
     assert doc["chains"][0]["contracts"][2]["factory"]["parameter"] == "bank"
 
