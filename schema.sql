@@ -280,3 +280,15 @@ CREATE TABLE IF NOT EXISTS discrepancies (
     resolution  TEXT
 );
 CREATE INDEX IF NOT EXISTS discrepancies_open ON discrepancies (chain_id) WHERE resolved_at IS NULL;
+
+-- One-query read for apps: a wallet's rewards per (chain, MultiTokenPushPull, token), as
+-- indexed up to the checkpoint: pending (claimable now), claimed and total (ever credited).
+CREATE OR REPLACE FUNCTION wallet_balances(wallet text)
+RETURNS TABLE (chain_id bigint, contract text, token text, pending numeric, claimed numeric,
+               total numeric)
+LANGUAGE sql STABLE AS $$
+    SELECT b.chain_id, b.contract, b.token, b.pending, b.claimed, b.added
+    FROM reward_balances b
+    WHERE b.wallet = lower(wallet_balances.wallet)
+    ORDER BY b.chain_id, b.contract, b.token
+$$;

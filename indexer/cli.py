@@ -30,6 +30,7 @@ from indexer.errors import (
     SchemaVersionError,
     WrongChainId,
 )
+from indexer.pusher import SignerNotAuthorized
 
 app = typer.Typer(
     name="indexer",
@@ -100,7 +101,7 @@ def _run(coro_fn: Callable[[], Awaitable[T]]) -> T:
     """Run a coroutine, turning the error tree into one line and an exit code."""
     try:
         return asyncio.run(_call(coro_fn))
-    except (ConfigError, WrongChainId, SchemaVersionError) as exc:
+    except (ConfigError, WrongChainId, SchemaVersionError, SignerNotAuthorized) as exc:
         _fail(EXIT_USAGE, str(exc))
     except DatabaseUnavailable as exc:
         _fail(EXIT_FAILURE, str(exc))
@@ -198,23 +199,32 @@ def verify(
     from_block: Annotated[int, typer.Option("--from", help="First block.")],
     to_block: Annotated[int, typer.Option("--to", help="Last block.")],
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    repair: Annotated[
+        bool, typer.Option("--repair", help="Fix the differences (rows and stored hashes).")
+    ] = False,
 ) -> None:
-    """Refetch a range and compare it event by event; exit 3 on any difference."""
+    """Refetch a range and compare it event by event; exit 3 on any difference.
+
+    With --repair the differences found are fixed in one transaction and listed; exit 0."""
     settings = _settings()
     c = _chain(settings, chain)
-    diff = _run(lambda: ops.verify(settings, c, from_block, to_block))
+    if from_block < 0 or to_block < from_block:
+        _fail(EXIT_USAGE, "--from must be >= 0 and <= --to")
+    diff = _run(lambda: ops.verify(settings, c, from_block, to_block, repair=repair))
     report: dict[str, Any] = {
         "chain": chain,
         "from": from_block,
         "to": to_block,
         "clean": diff.clean,
+        "repaired": repair and not diff.clean,
         **diff.as_dict(),
     }
     if as_json:
         typer.echo(json.dumps(report))
     else:
-        typer.echo(ops.format_diff(report))
-    raise typer.Exit(EXIT_OK if diff.clean else EXIT_INCONSISTENT)
+        text = ops.format_diff(report)
+        typer.echo(text.replace("DIFFERENCES", "REPAIRED") if report["repaired"] else text)
+    raise typer.Exit(EXIT_OK if diff.clean or repair else EXIT_INCONSISTENT)
 
 
 @app.command()
@@ -226,3 +236,37 @@ def rewind(
     settings = _settings()
     c = _chain(settings, chain)
     _run(lambda: ops.rewind(settings, c, to))
+
+
+@app.command()
+def push(
+    chain: Annotated[str | None, typer.Option("--chain", help="Only this chain.")] = None,
+    once: Annotated[bool, typer.Option("--once", help="One round, then exit.")] = False,
+) -> None:
+    """Run the reward pusher alone (needs [signer]); confirmation still comes from `run`."""
+    settings = _settings()
+    if settings.signer is None:
+        _fail(EXIT_USAGE, "no [signer] in the configuration: the pusher needs a key")
+    chains = [_chain(settings, chain)] if chain else list(settings.chains)
+    _run(lambda: ops.push(settings, chains, once=once))
+
+
+@app.command()
+def reconcile(
+    chain: Annotated[str | None, typer.Option("--chain", help="Only this chain.")] = None,
+    fix: Annotated[
+        bool, typer.Option("--fix", help="Make the database agree with the chain.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Compare the database with contract views at the finalized block; record discrepancies
+    (exit 3 when any was found, also when --fix then resolved it; 0 when consistent)."""
+    settings = _settings()
+    chains = [_chain(settings, chain)] if chain else list(settings.chains)
+    reports = _run(lambda: ops.reconcile(settings, chains, fix=fix))
+    if as_json:
+        typer.echo(json.dumps({"chains": [r.as_dict() for r in reports]}, default=str))
+    else:
+        typer.echo(ops.format_reconcile(reports))
+    consistent = all(r.consistent for r in reports)
+    raise typer.Exit(EXIT_OK if consistent else EXIT_INCONSISTENT)

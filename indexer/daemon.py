@@ -13,19 +13,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 import structlog
 
 from indexer import db, metrics
 from indexer.checkpoint import CheckpointStore
-from indexer.config import ChainSettings, Settings
+from indexer.config import DEFAULT_ABI_DIR, ChainSettings, Settings, SignerSettings
 from indexer.decode import AbiRegistry
-from indexer.errors import DatabaseUnavailable, NotLeader
+from indexer.errors import DatabaseUnavailable, IndexerError, NotLeader
 from indexer.follower import ChainFollower, FactoryWatch, FollowerSpec, Step, run_follower
+from indexer.pusher import Pusher
+from indexer.reconcile import Reconciler
 from indexer.rpc import RpcClient
 from indexer.service import ReadyCheck, serve
 from indexer.sink import PostgresSink
@@ -238,14 +242,78 @@ async def run(
                 await stack.enter_async_context(
                     serve(settings.service.metrics_listen, _readiness(runtimes, settings))
                 )
+            side = [] if exit_when_caught_up else await _pushers(settings, runtimes, pool)
+            side += [] if exit_when_caught_up else _reconcilers(settings, runtimes, pool)
             with on_stop(stop):
-                results = await _run_all(runtimes, dsn, stop, exit_when_caught_up)
+                results = await _run_all(runtimes, dsn, stop, exit_when_caught_up, side)
     finally:
         await pool.close()
     halted = [rt for rt, step in results if step is Step.HALTED]
     for rt in halted:
         log.error("exit_halted", chain=rt.settings.name)
     return 1 if halted else 0
+
+
+async def _pushers(
+    settings: Settings, runtimes: list[ChainRuntime], pool: asyncpg.Pool
+) -> list[tuple[str, SideTask]]:
+    """One pusher per chain when ``[signer]`` is configured (roles checked before starting)."""
+    if settings.signer is None:
+        return []
+    out: list[tuple[str, SideTask]] = []
+    for rt in runtimes:
+        pusher = make_pusher(settings.signer, rt, pool)
+        await pusher.check_roles()
+        out.append((f"pusher:{rt.settings.name}", pusher.run))
+    return out
+
+
+def make_pusher(signer: SignerSettings, rt: ChainRuntime, pool: asyncpg.Pool) -> Pusher:
+    """The pusher of a chain, decoding custom errors with the factory-made bank's ABI."""
+    bank_abi = next((c.abi for c in rt.settings.contracts if c.factory is not None), None)
+    if bank_abi is None:
+        bank_abi = tuple(json.loads((DEFAULT_ABI_DIR / "ProductBank.json").read_text())["abi"])
+    return Pusher(pool=pool, rpc=rt.rpc, chain=rt.settings, signer=signer, bank_abi=bank_abi)
+
+
+def _reconcilers(
+    settings: Settings, runtimes: list[ChainRuntime], pool: asyncpg.Pool
+) -> list[tuple[str, SideTask]]:
+    """One periodic reconciler per chain (it works only while this process leads the chain)."""
+    interval_s = settings.service.reconcile_interval_s
+
+    def loop(rt: ChainRuntime) -> SideTask:
+        return lambda stop: _reconcile_loop(rt, pool, interval_s, stop)
+
+    return [(f"reconciler:{rt.settings.name}", loop(rt)) for rt in runtimes]
+
+
+# What a periodic reconcile may fail with and try again later (anything else is a bug).
+RECONCILE_ERRORS: tuple[type[BaseException], ...] = (
+    IndexerError,
+    asyncpg.PostgresError,
+    *db.CONNECTION_ERRORS,
+)
+
+
+async def _reconcile_loop(
+    rt: ChainRuntime, pool: asyncpg.Pool, interval_s: float, stop: asyncio.Event
+) -> None:
+    """Every ``interval_s``, on the leader only, record discrepancies (never fix: repairs are
+    an operator's call); a failed run is logged and tried again at the next interval, since a
+    node or database hiccup must not stop the followers."""
+    reconciler = Reconciler(pool, rt.settings, rt.rpc, rt.follower)
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval_s)
+        if stop.is_set() or not rt.leader:
+            continue
+        try:
+            await reconciler.run_once()
+        except RECONCILE_ERRORS as exc:
+            log.warning(
+                "reconcile_failed", chain=rt.settings.name, error=f"{type(exc).__name__}: {exc}"
+            )
 
 
 def _readiness(runtimes: list[ChainRuntime], settings: Settings) -> ReadyCheck:
@@ -268,9 +336,18 @@ def _readiness(runtimes: list[ChainRuntime], settings: Settings) -> ReadyCheck:
     return check
 
 
+SideTask = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+
+
 async def _run_all(
-    runtimes: list[ChainRuntime], dsn: str, stop: asyncio.Event, exit_when_caught_up: bool
+    runtimes: list[ChainRuntime],
+    dsn: str,
+    stop: asyncio.Event,
+    exit_when_caught_up: bool,
+    side: Sequence[tuple[str, SideTask]] = (),
 ) -> list[tuple[ChainRuntime, Step]]:
+    """Followers and side tasks (pusher, reconciler) in one TaskGroup: a task that crashes
+    cancels the others and the daemon exits non-zero; side tasks end with the followers."""
     async with asyncio.TaskGroup() as tg:
         tasks = [
             (
@@ -282,4 +359,14 @@ async def _run_all(
             )
             for rt in runtimes
         ]
+        for name, fn in side:
+            tg.create_task(fn(stop), name=name)
+        if side:
+            tg.create_task(_stop_when_done([t for _, t in tasks], stop), name="side-stopper")
     return [(rt, t.result()) for rt, t in tasks]
+
+
+async def _stop_when_done(tasks: list[asyncio.Task[Step]], stop: asyncio.Event) -> None:
+    """When every follower has returned (exit mode, or stop), the side tasks stop too."""
+    await asyncio.wait(tasks)
+    stop.set()

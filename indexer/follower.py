@@ -28,16 +28,19 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import asyncpg
 import structlog
 
 from indexer import metrics
 from indexer.checkpoint import Checkpoint, CheckpointStore
+from indexer.db import CONNECTION_ERRORS
 from indexer.decode import AbiRegistry, Event, Undecodable
 from indexer.errors import (
     FinalityViolation,
     InvalidRpcData,
     LaggingNode,
     NotLeader,
+    RangeLimitError,
     ReorgTooDeep,
     Retryable,
 )
@@ -440,6 +443,18 @@ def backoff_s(attempt: int, rng: random.Random) -> float:
     return rng.uniform(0, min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2**attempt))
 
 
+PERSISTENT_FAULT_LIMIT = 4  # failures of the kinds below, with no success between: halt
+# Failures that retrying the same range does not fix: a node that keeps answering data that
+# does not verify, a provider that refuses even one block's logs, rows PostgreSQL refuses.
+PERSISTENT_FAULTS: tuple[type[BaseException], ...] = (
+    InvalidRpcData,
+    RangeLimitError,
+    asyncpg.exceptions.DataError,
+    asyncpg.exceptions.IntegrityConstraintViolationError,
+)
+_RETRIED: tuple[type[BaseException], ...] = (Retryable, *PERSISTENT_FAULTS, *CONNECTION_ERRORS)
+
+
 async def run_follower(
     follower: ChainFollower,
     *,
@@ -450,22 +465,46 @@ async def run_follower(
 ) -> Step:
     """The driver: sleep on nothing new, back off on Retryable, stop on done, halt or ``stop``.
 
+    A lost database connection (any of ``CONNECTION_ERRORS``, also from plain reads) is
+    retried like ``Retryable``: the next step re-reads the checkpoint, so a commit whose reply
+    was lost is neither repeated nor skipped. ``PERSISTENT_FAULT_LIMIT`` consecutive
+    ``PERSISTENT_FAULTS`` halt the chain (``chain_halted``) instead of looping forever.
+
     Returns the last step (HALTED means the chain is halted; with ``exit_when_caught_up`` the
     caller turns that into a non-zero exit)."""
     rng = rng or random.Random()
     attempt = 0
+    persistent = 0
     while not stop.is_set():
         try:
             result = await follower.step()
+            if result.step is Step.REWOUND and result.last == follower.checkpoint:
+                # A "reorg" of depth 0: the node's headers agree with our tip but the range
+                # it served does not link to it (a broken parent hash). Not progress: count
+                # it like any other bad answer, or a lying node would loop here forever.
+                raise InvalidRpcData(
+                    f"range after block {follower.checkpoint} does not link to the node's own "
+                    "header of that block"
+                )
         except NotLeader:
             raise  # the daemon goes back to standing by
-        except Retryable as exc:
+        except _RETRIED as exc:
             attempt += 1
+            if isinstance(exc, PERSISTENT_FAULTS):
+                persistent += 1  # other faults in between neither count nor reset
             metrics.RETRIES.labels(follower.spec.name, type(exc).__name__).inc()
+            if persistent >= PERSISTENT_FAULT_LIMIT:
+                halted = await _halt_persistent(follower, exc, persistent)
+                if halted and exit_when_caught_up:
+                    return Step.HALTED
+                if halted:
+                    persistent = attempt = 0
+                    await _sleep(stop, max(poll_interval_s, 1.0))
+                    continue
             delay = backoff_s(attempt, rng)
             log.warning(
                 "step_retry",
-                error=str(exc),
+                error=_one_line(exc),
                 kind=type(exc).__name__,
                 attempt=attempt,
                 delay_s=round(delay, 2),
@@ -474,7 +513,7 @@ async def run_follower(
             continue
         finally:
             structlog.contextvars.unbind_contextvars("chain")
-        attempt = 0
+        attempt = persistent = 0
         step = result.step
         if step is Step.DONE:
             return step
@@ -487,6 +526,28 @@ async def run_follower(
                 return Step.DONE
             await _sleep(stop, poll_interval_s)
     return Step.DONE
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0][:500]
+
+
+async def _halt_persistent(follower: ChainFollower, exc: BaseException, tries: int) -> bool:
+    """Halt the chain after a fault that keeps coming back; False if the halt itself failed
+    (the database is gone: the driver retries and counts again)."""
+    block = follower.checkpoint + 1
+    reason = (
+        f"persistent fault at block {block} after {tries} tries: {type(exc).__name__}: "
+        f"{_one_line(exc)}; fix the node or the data, then run `indexer rewind`"
+    )
+    try:
+        await follower.sink.set_halted(reason)
+    except CONNECTION_ERRORS:
+        return False
+    follower._set_health(halted=True)
+    log.error("chain_halted", chain=follower.spec.name, reason=reason, kind=type(exc).__name__)
+    return True
 
 
 async def _sleep(stop: asyncio.Event, seconds: float) -> None:

@@ -75,3 +75,14 @@ PUSHER_STUCK = Gauge(
 PUSHER_ERRORS = Counter(
     "indexer_pusher_errors_total", "Batches refused by the contract, by error", ["chain", "error"]
 )
+
+
+def init_chain(chain: str) -> None:
+    """Create the chain's per-chain series at 0, so that dashboards and ``rate()`` or
+    ``increase()`` alerts see them before the first event (Prometheus practice)."""
+    for counter in (REORGS, QUARANTINED, INVALID_RPC_DATA):
+        counter.labels(chain)
+    for histogram in (REORG_DEPTH, BATCH_COMMIT_SECONDS):
+        histogram.labels(chain)
+    for gauge in (HALTED, LEADER):
+        gauge.labels(chain)

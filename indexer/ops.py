@@ -22,8 +22,9 @@ from indexer import daemon, db
 from indexer.checkpoint import CheckpointStore
 from indexer.config import ChainSettings, Settings
 from indexer.follower import Step, run_follower
+from indexer.reconcile import Reconciler, Report
 from indexer.sink import PostgresSink
-from indexer.verify import Diff, table_columns, verify_range
+from indexer.verify import Diff, repair_range, table_columns, verify_range
 
 log = structlog.get_logger()
 
@@ -140,10 +141,29 @@ async def _verify(pool: asyncpg.Pool, rt: daemon.ChainRuntime, first: int, last:
     )
 
 
-async def verify(settings: Settings, chain: ChainSettings, first: int, last: int) -> Diff:
-    """Differences between the database and the node over ``[first, last]``."""
+async def verify(
+    settings: Settings, chain: ChainSettings, first: int, last: int, *, repair: bool = False
+) -> Diff:
+    """Differences between the database and the node over ``[first, last]``; with ``repair``
+    they are also fixed (see ``indexer.verify.repair_range``)."""
     async with _pool(settings) as pool, daemon.open_chain(chain, pool) as rt:
-        return await _verify(pool, rt, first, last)
+        if not repair:
+            return await _verify(pool, rt, first, last)
+        f = rt.follower
+        await f._load_children()
+        diff = await repair_range(
+            pool=pool,
+            rpc=rt.rpc,
+            registry=f.registry,
+            chain_id=chain.chain_id,
+            first=first,
+            last=last,
+            addresses=f._watched(),
+            table_columns=table_columns(f.registry),
+        )
+        if not diff.clean:
+            log.warning("verify_repaired", chain=chain.name, **diff.as_dict())
+        return diff
 
 
 async def rewind(settings: Settings, chain: ChainSettings, to: int) -> None:
@@ -255,4 +275,64 @@ def format_diff(report: dict[str, Any]) -> str:
             lines.append(f"  {kind:<8} {table} block {block} log {index}")
     for block, ours, theirs in report["hashes"]:
         lines.append(f"  hash     block {block}: stored {ours}, node {theirs}")
+    return "\n".join(lines)
+
+
+async def push(settings: Settings, chains: list[ChainSettings], *, once: bool) -> None:
+    """The pusher of each chain: one round each (``once``) or until SIGTERM."""
+    assert settings.signer is not None
+    async with _pool(settings, "indexer-pusher") as pool, contextlib.AsyncExitStack() as stack:
+        pushers = []
+        for chain in chains:
+            rt = await stack.enter_async_context(daemon.open_chain(chain, pool))
+            pusher = daemon.make_pusher(settings.signer, rt, pool)
+            await pusher.check_roles()
+            pushers.append(pusher)
+        if once:
+            for p in pushers:
+                result = await p.run_once()
+                log.info(
+                    "push_round",
+                    chain=p.chain.name,
+                    created=result.created,
+                    signed=result.signed,
+                    broadcast=result.broadcast,
+                    refused=result.refused,
+                )
+            return
+        stop = asyncio.Event()
+        with daemon.on_stop(stop):
+            async with asyncio.TaskGroup() as tg:
+                for p in pushers:
+                    tg.create_task(p.run(stop))
+
+
+async def reconcile(
+    settings: Settings, chains: list[ChainSettings], *, fix: bool = False
+) -> list[Report]:
+    """One reconciler run per chain (see ``indexer.reconcile``); with ``fix`` the database is
+    made to agree with the chain and each discrepancy row records how it was resolved."""
+    reports = []
+    async with _pool(settings, "indexer-reconcile") as pool:
+        for chain in chains:
+            async with daemon.open_chain(chain, pool) as rt:
+                reconciler = Reconciler(pool, chain, rt.rpc, rt.follower)
+                reports.append(await reconciler.run_once(fix=fix))
+    return reports
+
+
+def format_reconcile(reports: list[Report]) -> str:
+    """Human-readable reconcile output: per chain the block compared, then each finding."""
+    lines = []
+    for r in reports:
+        state = "consistent" if r.consistent else f"{len(r.found)} discrepancies"
+        lines.append(f"{r.chain} at block {r.block if r.block is not None else '-'}: {state}")
+        for f in r.found:
+            fixed = r.fixed.get(f.subject)
+            lines.append(f"  {f.kind:<22} {f.subject}")
+            lines.append(f"  {'':<22} chain: {f.expected}; database: {f.actual}")
+            if fixed:
+                lines.append(f"  {'':<22} {fixed}")
+        if r.found and r.fixed:
+            lines.append(f"  fixed {len(r.fixed)}, remaining {len(r.remaining)}")
     return "\n".join(lines)

@@ -30,6 +30,7 @@ import asyncpg
 import structlog
 from eth_abi.abi import encode
 from eth_account import Account
+from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
 from indexer import failpoints, metrics
@@ -47,7 +48,6 @@ PUSH_REWARDS = keccak(
     text="pushRewards(bytes32,address,(address,uint256)[],bytes32,uint256,bytes)"
 )[:4]
 TAKE_LIMIT = 5_000  # rewards taken per round
-CLAIM_LEASE_S = 60  # a claimed draft is retried by another pusher after this
 REBROADCAST_S = 3.0
 FEE_BUMP = 1.25  # replacement fees (nodes require at least +10 %)
 GAS_MARGIN = 1.25
@@ -191,7 +191,9 @@ class Pusher:
         async with self.pool.acquire() as con, con.transaction():
             row = await con.fetchrow(Q["drafts_due"] + " LIMIT 1", self.chain.chain_id)
             if row is not None:
-                await con.execute(Q["batch_note"], row["id"], None, CLAIM_LEASE_S)
+                # A lease, so that two pushers do not both sign it (harmless, but wasteful).
+                lease = min(max(5 * self.settings.push_interval_s, 1.0), 60.0)
+                await con.execute(Q["batch_note"], row["id"], None, lease)
             return row
 
     async def _sign_one(self) -> str | None:
@@ -298,10 +300,10 @@ class Pusher:
                 "type": 2,
                 "chainId": self.chain.chain_id,
                 "nonce": nonce,
-                "to": bank,
+                "to": to_checksum_address(bank),
                 "data": "0x" + data.hex(),
                 "value": 0,
-                "gas": int(gas * GAS_MARGIN),
+                "gas": gas,
                 "maxFeePerGas": max_fee,
                 "maxPriorityFeePerGas": prio,
             }
@@ -309,7 +311,16 @@ class Pusher:
             raw = "0x" + bytes(signed.raw_transaction).hex()
             tx_hash = "0x" + bytes(signed.hash).hex()
             await con.execute(
-                Q["record_signed"], batch_id, raw, tx_hash, self.sender, nonce, max_fee, prio
+                Q["record_signed"],
+                batch_id,
+                raw,
+                tx_hash,
+                self.sender,
+                nonce,
+                max_fee,
+                prio,
+                "0x" + data.hex(),
+                gas,
             )
         return raw, tx_hash
 

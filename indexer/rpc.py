@@ -309,24 +309,67 @@ def parse_header(raw: Any) -> BlockHeader:
     )
 
 
-def parse_log(raw: Any) -> RawLog:
-    """A log from a node's log object; raises InvalidRpcData on any malformed field."""
+class _Seen:
+    """Validated field values of one response, so a value repeated across its logs (the block
+    hash, the transaction hash, the address, topic0, a token topic, small quantities) is
+    checked once. The profile of a 200,000-log backfill had a third of its time in
+    ``parse_log``, most of it re-validating the same strings. Keyed by exact input string
+    per field kind, so a hit is the very answer ``_hex``/``_qty`` gave for that string."""
+
+    __slots__ = ("h42", "h66", "qty")
+
+    def __init__(self) -> None:
+        self.h66: dict[str, str] = {}
+        self.h42: dict[str, str] = {}
+        self.qty: dict[str, int] = {}
+
+    def hash66(self, value: Any, what: str) -> str:
+        if type(value) is str:
+            hit = self.h66.get(value)
+            if hit is not None:
+                return hit
+            out = self.h66[value] = _hex(value, what, length=66)
+            return out
+        return _hex(value, what, length=66)
+
+    def number(self, value: Any, what: str) -> int:
+        if type(value) is str:
+            hit = self.qty.get(value)
+            if hit is not None:
+                return hit
+            out = self.qty[value] = _qty(value, what)
+            return out
+        return _qty(value, what)
+
+
+def parse_log(raw: Any, seen: _Seen | None = None) -> RawLog:
+    """A log from a node's log object; raises InvalidRpcData on any malformed field.
+
+    ``seen`` shares validated values between the logs of one response (see ``_Seen``)."""
     if not isinstance(raw, dict):
         raise InvalidRpcData("log is not an object")
     if raw.get("removed", False) is not False:
         raise InvalidRpcData("log marked removed (reorged away)")
+    memo = seen or _Seen()
     data = _hex(raw.get("data"), "log data")
     topics = raw.get("topics")
     if not isinstance(topics, list) or len(topics) > 4 or len(data) % 2:
         raise InvalidRpcData("log topics or data malformed")
+    address = raw.get("address")
+    addr = memo.h42.get(address) if type(address) is str else None
+    if addr is None:
+        addr = _hex(address, "log address", length=42)
+        if type(address) is str:
+            memo.h42[address] = addr
+    h66 = memo.hash66
     return RawLog(
-        block_number=_qty(raw.get("blockNumber"), "log blockNumber"),
-        block_hash=_hex(raw.get("blockHash"), "log blockHash", length=66),
-        tx_hash=_hex(raw.get("transactionHash"), "log transactionHash", length=66),
-        tx_index=_qty(raw.get("transactionIndex"), "log transactionIndex"),
-        log_index=_qty(raw.get("logIndex"), "log logIndex"),
-        address=_hex(raw.get("address"), "log address", length=42),
-        topics=tuple(_hex(t, "log topic", length=66) for t in topics),
+        block_number=memo.number(raw.get("blockNumber"), "log blockNumber"),
+        block_hash=h66(raw.get("blockHash"), "log blockHash"),
+        tx_hash=h66(raw.get("transactionHash"), "log transactionHash"),
+        tx_index=memo.number(raw.get("transactionIndex"), "log transactionIndex"),
+        log_index=memo.number(raw.get("logIndex"), "log logIndex"),
+        address=addr,
+        topics=tuple([h66(t, "log topic") for t in topics]),
         data=data,
     )
 
@@ -375,8 +418,9 @@ def validate_range(
     wanted = {a.lower() for a in addresses} if addresses is not None else None
     logs: list[RawLog] = []
     seen: set[tuple[int, int]] = set()
+    memo = _Seen()
     for raw in logs_raw:
-        entry = parse_log(raw)
+        entry = parse_log(raw, memo)
         if not from_block <= entry.block_number <= to_block:
             raise InvalidRpcData(f"log at block {entry.block_number} outside the range")
         if wanted is not None and entry.address not in wanted:

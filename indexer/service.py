@@ -3,7 +3,9 @@
 ``/healthz`` is 200 while the event loop answers (liveness: a hung process gets restarted).
 ``/readyz`` is 200 only when this process is the writer of every chain it runs, no chain is
 halted, and each chain's lag is within ``ready_max_lag_blocks``; 503 otherwise, with a JSON
-body saying why. A standby replica is alive but not ready.
+body saying why. A standby replica is alive but not ready. ``/readyz?standby=ok`` also
+passes for a healthy standby (not the writer, not halted): the Kubernetes readiness probe,
+so that rolling updates and disruption budgets work with one writer among the replicas.
 """
 
 from __future__ import annotations
@@ -21,6 +23,18 @@ log = structlog.get_logger()
 ReadyCheck = Callable[[], tuple[bool, dict[str, object]]]
 
 
+def _standby_ok(detail: dict[str, object]) -> bool:
+    """True when every chain is ready or a healthy standby (not the writer, not halted)."""
+    chains = detail.get("chains")
+    if not isinstance(chains, dict):
+        return False
+    return all(
+        isinstance(c, dict)
+        and (c.get("ready") is True or (c.get("leader") is False and c.get("halted") is False))
+        for c in chains.values()
+    )
+
+
 def _app(ready: ReadyCheck) -> web.Application:
     async def metrics(_: web.Request) -> web.Response:
         body = prometheus_client.generate_latest()
@@ -31,8 +45,10 @@ def _app(ready: ReadyCheck) -> web.Application:
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok\n")
 
-    async def readyz(_: web.Request) -> web.Response:
+    async def readyz(request: web.Request) -> web.Response:
         ok, detail = ready()
+        if request.query.get("standby") == "ok":
+            ok = ok or _standby_ok(detail)
         return web.Response(
             body=orjson.dumps({"ready": ok, **detail}),
             status=200 if ok else 503,

@@ -57,23 +57,43 @@ class CommitResult:
     elapsed_ms: float
 
 
+_SPECIAL_TABLES = frozenset({"other_events", "pusher_changes"})
+
+
 def _ts(header: BlockHeader | None) -> datetime | None:
     return datetime.fromtimestamp(header.timestamp, UTC) if header is not None else None
 
 
 def event_row(chain_id: int, ev: Event, header: BlockHeader | None) -> tuple[Any, ...]:
     """The table row of a decoded event (base columns, then the event's columns)."""
+    return _event_row(chain_id, ev, _ts(header))
+
+
+def _event_row(chain_id: int, ev: Event, block_time: datetime | None) -> tuple[Any, ...]:
+    """``event_row`` with the block time already made: a batch makes it once per block, not
+    once per log (thousands of logs share a block in a backfill)."""
     lg = ev.log
+    spec = ev.spec
+    if spec.table not in _SPECIAL_TABLES:  # the common case, in one tuple
+        return (
+            chain_id,
+            lg.block_number,
+            lg.block_hash,
+            block_time,
+            lg.tx_hash,
+            lg.log_index,
+            lg.address,
+            *ev.values,
+        )
     base = (
         chain_id,
         lg.block_number,
         lg.block_hash,
-        _ts(header),
+        block_time,
         lg.tx_hash,
         lg.log_index,
         lg.address,
     )
-    spec = ev.spec
     if spec.table == "other_events":
         args = {
             p.name: (str(v) if isinstance(v, int) and not isinstance(v, bool) else v)
@@ -105,11 +125,16 @@ def group_rows(batch: Batch) -> dict[str, tuple[tuple[str, ...], list[tuple[Any,
     """Rows of a batch per table, with each table's column list."""
     out: dict[str, tuple[tuple[str, ...], list[tuple[Any, ...]]]] = {}
     hb = batch.header_by_number
+    times: dict[int, datetime | None] = {}
+    chain_id = batch.chain_id
     for ev in batch.events:
         table = ev.spec.table
         if table not in out:
             out[table] = ((*BASE_COLUMNS, *ev.spec.columns), [])
-        out[table][1].append(event_row(batch.chain_id, ev, hb.get(ev.log.block_number)))
+        number = ev.log.block_number
+        if number not in times:
+            times[number] = _ts(hb.get(number))
+        out[table][1].append(_event_row(chain_id, ev, times[number]))
     if batch.quarantined:
         out["quarantine"] = (
             QUARANTINE_COLUMNS,

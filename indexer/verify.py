@@ -2,8 +2,13 @@
 
 The canonical logs of ``[first, last]`` are fetched and decoded by the same path as the
 follower, turned into table rows, and compared with the stored rows by chain position. The
-stored block hashes of the range are compared with the node's too. ``verify`` reports; the
-differences it returns are what a repair would have to change.
+stored block hashes of the range are compared with the node's too. ``verify`` reports;
+``repair_range`` (``indexer verify --repair``) makes the database equal to the node over the
+range: missing rows inserted, phantom rows deleted, changed rows replaced, wrong stored
+headers (and the checkpoint hash) rewritten, and the reward balances of every touched key
+rebuilt from the events, all in one transaction under the checkpoint row lock, so that it
+cannot interleave with the follower's commits. Only ``[first, min(last, checkpoint)]`` is
+repaired, and nothing when the checkpoint moved while the node was being read (run again).
 """
 
 from __future__ import annotations
@@ -15,8 +20,9 @@ from typing import Any
 import asyncpg
 import orjson
 
-from indexer.db import quote_ident
+from indexer.db import Q, quote_ident
 from indexer.decode import BASE_COLUMNS, EVENT_TABLE_NAMES, AbiRegistry, Event
+from indexer.errors import Retryable
 from indexer.rpc import RpcClient
 from indexer.sink import QUARANTINE_COLUMNS, event_row, quarantine_row
 from indexer.types import BlockHeader
@@ -151,3 +157,96 @@ def table_columns(registry: AbiRegistry) -> dict[str, tuple[str, ...]]:
     for spec in registry.specs():
         out.setdefault(spec.table, (*BASE_COLUMNS, *spec.columns))
     return out
+
+
+class RepairRaced(Retryable):
+    """The checkpoint moved while verify --repair read the node; nothing was changed."""
+
+
+_BALANCE_TABLES = ("reward_added", "reward_claimed")
+
+
+async def repair_range(
+    *,
+    pool: asyncpg.Pool,
+    rpc: RpcClient,
+    registry: AbiRegistry,
+    chain_id: int,
+    first: int,
+    last: int,
+    addresses: list[str],
+    table_columns: dict[str, tuple[str, ...]],
+) -> Diff:
+    """Make the stored rows and headers of ``[first, last]`` equal to the node's; returns the
+    differences found (and fixed). Raises RepairRaced if the checkpoint moved meanwhile."""
+    async with pool.acquire() as con:
+        cp = await con.fetchrow(Q["load_checkpoint"], chain_id)
+    if cp is None or cp["block_number"] < first:
+        return Diff()
+    last = min(last, cp["block_number"])
+    seen = (cp["block_number"], cp["block_hash"])
+    expected, _ = await expected_rows(
+        rpc=rpc, registry=registry, chain_id=chain_id, first=first, last=last, addresses=addresses
+    )
+    columns = {**table_columns, "quarantine": QUARANTINE_COLUMNS}
+    diff = await verify_range(
+        pool=pool,
+        rpc=rpc,
+        registry=registry,
+        chain_id=chain_id,
+        first=first,
+        last=last,
+        addresses=addresses,
+        table_columns=table_columns,
+    )
+    if diff.clean:
+        return diff
+    node = await rpc.headers([b for b, _ours, _theirs in diff.hashes]) if diff.hashes else {}
+    async with pool.acquire() as con, con.transaction():
+        row = await con.fetchrow(Q["lock_checkpoint"], chain_id)
+        if row is None or (row["block_number"], row["block_hash"]) != seen:
+            raise RepairRaced("the checkpoint moved during verify --repair; run it again")
+        touched: set[tuple[str, str, str]] = set()
+        for _table, block, index in [*diff.phantom, *diff.changed]:
+            for table in EVENT_TABLE_NAMES:  # the row may sit in another table than expected
+                ident = quote_ident(table)
+                extra = ", token, wallet" if table in _BALANCE_TABLES else ""
+                gone = await con.fetch(
+                    f"DELETE FROM {ident} WHERE chain_id = $1 AND block_number = $2 "
+                    f"AND log_index = $3 RETURNING contract{extra}",
+                    chain_id,
+                    block,
+                    index,
+                )
+                if table in _BALANCE_TABLES:
+                    touched.update((r["contract"], r["token"], r["wallet"]) for r in gone)
+        for _table, block, index in [*diff.missing, *diff.changed]:
+            want_table, values = expected[(block, index)]
+            cols = columns[want_table]
+            await con.copy_records_to_table(want_table, records=[values], columns=cols)
+            if want_table in _BALANCE_TABLES:
+                named = dict(zip(cols, values, strict=True))
+                touched.add((named["contract"], named["token"], named["wallet"]))
+        for block, _ours, _theirs in diff.hashes:
+            header = node[block]
+            await con.execute(
+                "UPDATE blocks SET hash = $3, parent_hash = $4, timestamp = $5 "
+                "WHERE chain_id = $1 AND number = $2",
+                chain_id,
+                block,
+                header.hash,
+                header.parent_hash,
+                header.timestamp,
+            )
+            if block == row["block_number"]:
+                await con.execute(
+                    "UPDATE checkpoints SET block_hash = $2 WHERE chain_id = $1",
+                    chain_id,
+                    header.hash,
+                )
+        if touched:
+            keys = sorted(touched)
+            args = ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys])
+            await con.execute(Q["delete_balances"], chain_id, *args)
+            await con.execute(Q["rebuild_balances"], chain_id, *args)
+    return diff

@@ -107,7 +107,7 @@ def make_config(
 ) -> Callable[..., Path]:
     """Write an indexer.toml for the test chain; keyword arguments override ChainCfg fields."""
 
-    def make(**overrides: Any) -> Path:
+    def make(extra: str = "", **overrides: Any) -> Path:
         cfg = ChainCfg(
             name="local",
             chain_id=31337,
@@ -117,7 +117,7 @@ def make_config(
         )
         for key, value in overrides.items():
             setattr(cfg, key, value)
-        return write_config(tmp_path / "indexer.toml", db_dsn, [cfg])
+        return write_config(tmp_path / "indexer.toml", db_dsn, [cfg], extra)
 
     return make
 

@@ -44,7 +44,7 @@ SELECT timestamp FROM blocks WHERE chain_id = $1 AND number <= $2 ORDER BY numbe
 -- Batches whose deadline is below a finalized block's time and whose RewardsPushed(nonce) is
 -- not indexed anywhere can never land: they fail. $2 = that time, $3 = the finalized height.
 UPDATE reward_batches b
-SET status = 'failed', error = 'deadline ' || b.deadline || ' passed at finalized block ' || $3
+SET status = 'failed', error = 'deadline ' || b.deadline || ' passed at finalized block ' || $3::bigint
 WHERE b.chain_id = $1 AND b.status IN ('draft', 'pending') AND b.deadline < $2
   AND NOT EXISTS (SELECT 1 FROM rewards_pushed e WHERE e.chain_id = b.chain_id
                   AND e.contract = b.bank AND e.nonce = b.nonce)

@@ -1,0 +1,450 @@
+"""``make bench``: backfill throughput against the RPC and database limits, follow latency and
+memory, on one machine in one run (see README "Benchmark").
+
+Steps: (1) build or load the cached chain (bench/chain.py); (2) start a throwaway PostgreSQL
+and anvil on the cached state; (3) RPC limit and DB limit (bench/limits.py, subprocesses);
+(4) ``indexer backfill`` of the whole range into a fresh migrated database, a subprocess whose
+wall time and peak RSS (``wait4``) are its own; (5) follow latency: ``indexer run`` on that
+database while anvil mines a block of 200 events every second, from the moment a block is
+mined to the NOTIFY of its commit; (6) with ``--rss``, the backfill again at 5N events.
+Every figure comes from the same run, so ratios hold on any machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import aiohttp
+import asyncpg
+import orjson
+
+from bench.chain import WATCHED, ChainInfo, cached_chain, push_calldata, start_node, user_address
+from indexer import db
+from tests.harness import INDEXER_BIN, ChainCfg, write_config
+from tests.procs import ROOT, Anvil, PgCluster
+
+BATCH_BLOCKS = 2000  # the indexer's batch_blocks and the limits' eth_getLogs span
+FOLLOW_EVENTS = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Measured:
+    """One row of the table."""
+
+    name: str
+    events: int
+    blocks: int
+    wall_s: float
+    rss_mb: float | None
+
+
+def _env() -> dict[str, str]:
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("INDEXER_") and k != "DATABASE_URL"
+    }
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+def run_measured(cmd: list[str], log_path: Path) -> tuple[float, float, str]:
+    """Run ``cmd`` to completion: (wall s, peak RSS MB of that process alone, stdout).
+
+    ``os.wait4`` gives the rusage of exactly this child, unlike RUSAGE_CHILDREN (the maximum
+    over every child ever waited for, PostgreSQL's initdb included)."""
+    with log_path.open("w") as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, env=_env(), cwd=ROOT)
+        assert proc.stdout is not None
+        out = proc.stdout.read().decode()
+        _pid, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"{cmd[:3]} exited {proc.returncode}; log: {log_path}\n" + log_path.read_text()[-2000:]
+        )
+    return wall, usage.ru_maxrss / 1024, out
+
+
+async def _create_db(pg: PgCluster, name: str) -> str:
+    con = await asyncpg.connect(pg.dsn())
+    try:
+        await con.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        await con.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await con.close()
+    dsn = pg.dsn(name)
+    await db.migrate(dsn)
+    return dsn
+
+
+def _config(tmp: Path, name: str, dsn: str, node: Anvil, info: ChainInfo, poll: float) -> Path:
+    cfg = ChainCfg(
+        name="bench",
+        chain_id=31337,
+        rpc_url=node.url,
+        addresses=info.addresses,
+        start_block=info.start_block,
+        batch_blocks=BATCH_BLOCKS,
+        poll_interval=poll,
+        watch=WATCHED,
+    )
+    return write_config(tmp / f"{name}.toml", dsn, [cfg])
+
+
+def _addresses(info: ChainInfo) -> list[str]:
+    return [info.addresses[c] for c in WATCHED]
+
+
+def measure_rpc(node: Anvil, info: ChainInfo, tmp: Path) -> Measured:
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.limits",
+        "rpc",
+        "--url",
+        node.url,
+        "--first",
+        str(info.start_block),
+        "--last",
+        str(info.head),
+        "--span",
+        str(BATCH_BLOCKS),
+    ]
+    for a in _addresses(info):
+        cmd += ["--address", a]
+    _wall, rss, out = run_measured(cmd, tmp / "rpc.log")
+    res = orjson.loads(out)
+    return Measured("RPC limit (eth_getLogs)", res["events"], info.blocks, res["wall_s"], rss)
+
+
+async def measure_db(pg: PgCluster, node: Anvil, info: ChainInfo, tmp: Path) -> Measured:
+    dsn = await _create_db(pg, "bench_copy")
+    cfg = _config(tmp, "copy", dsn, node, info, 0.5)
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.limits",
+        "db",
+        "--url",
+        node.url,
+        "--dsn",
+        dsn,
+        "--config",
+        str(cfg),
+        "--first",
+        str(info.start_block),
+        "--last",
+        str(info.head),
+        "--span",
+        str(BATCH_BLOCKS),
+    ]
+    _wall, rss, out = run_measured(cmd, tmp / "db.log")
+    res = orjson.loads(out)
+    return Measured("DB limit (COPY)", res["events"], info.blocks, res["wall_s"], rss)
+
+
+async def measure_backfill(
+    pg: PgCluster,
+    node: Anvil,
+    info: ChainInfo,
+    tmp: Path,
+    name: str,
+    *,
+    profile: Path | None = None,
+) -> tuple[Measured, Path]:
+    dsn = await _create_db(pg, name)
+    cfg = _config(tmp, name, dsn, node, info, 0.5)
+    cmd = [
+        INDEXER_BIN,
+        "--config",
+        str(cfg),
+        "--log-format",
+        "json",
+        "--log-level",
+        "warning",
+        "backfill",
+        "--chain",
+        "bench",
+        "--from",
+        str(info.start_block),
+        "--to",
+        str(info.head),
+    ]
+    if profile is not None:
+        spy = Path(sys.executable).parent / "py-spy"
+        cmd = [
+            str(spy),
+            "record",
+            "--format",
+            "raw",
+            "--rate",
+            "250",
+            "-o",
+            str(profile),
+            "--",
+            *cmd,
+        ]
+    wall, rss, _out = run_measured(cmd, tmp / f"{name}.log")
+    con = await asyncpg.connect(dsn)
+    try:
+        n = 0
+        for table in (
+            "reward_added",
+            "reward_claimed",
+            "contributions",
+            "other_events",
+            "pusher_changes",
+            "chamas",
+            "chama_members",
+            "payouts",
+            "quarantine",
+            "chama_completions",
+        ):
+            n += await con.fetchval(f"SELECT count(*) FROM {table}")
+        cp = await con.fetchval("SELECT block_number FROM checkpoints")
+    finally:
+        await con.close()
+    if n != info.events or cp != info.head:
+        raise RuntimeError(
+            f"backfill stored {n} events up to {cp}; expected {info.events} up to {info.head}"
+        )
+    return Measured("indexer backfill", n, info.blocks, wall, None if profile else rss), cfg
+
+
+async def _rpc(session: aiohttp.ClientSession, url: str, method: str, params: list[Any]) -> Any:
+    body = orjson.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
+    async with session.post(url, data=body, headers={"Content-Type": "application/json"}) as r:
+        answer = orjson.loads(await r.read())
+    if "error" in answer:
+        raise RuntimeError(f"{method}: {answer['error']}")
+    return answer["result"]
+
+
+def _start_daemon(cfg: Path, log: IO[str]) -> subprocess.Popen[bytes]:
+    cmd = [INDEXER_BIN, "--config", str(cfg), "--log-format", "json", "--log-level", "warning"]
+    return subprocess.Popen(
+        [*cmd, "run", "--no-http"],
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+        env=_env(),
+        cwd=ROOT,
+        start_new_session=True,
+    )
+
+
+async def measure_follow(
+    cfg: Path, dsn: str, node: Anvil, info: ChainInfo, blocks: int, tmp: Path
+) -> list[float]:
+    """Latencies (s) from a block being mined to the NOTIFY of the commit that includes it."""
+    log = (tmp / "follow.log").open("w")
+    daemon = _start_daemon(cfg, log)
+    committed: asyncio.Queue[tuple[int, float]] = asyncio.Queue()
+    con = await asyncpg.connect(dsn)
+
+    def on_notify(_c: Any, _pid: int, _channel: str, payload: object) -> None:
+        msg = orjson.loads(str(payload))
+        if msg.get("kind") == "commit":
+            committed.put_nowait((int(msg["to"]), time.perf_counter()))
+
+    await con.add_listener("rewardsync", on_notify)
+    mined: dict[int, float] = {}
+    latencies: dict[int, float] = {}
+    top = -1
+
+    def drain() -> None:
+        nonlocal top
+        while not committed.empty():
+            to, at = committed.get_nowait()
+            top = max(top, to)
+            for b, t in mined.items():
+                if b <= to and b not in latencies:
+                    latencies[b] = at - t
+
+    try:
+        async with aiohttp.ClientSession() as s:
+            await _rpc(s, node.url, "evm_setAutomine", [False])
+            token, mtpp = info.addresses["TestToken"], info.addresses["MultiTokenPushPull"]
+            # wait until the daemon holds the head
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                cp = await con.fetchval("SELECT block_number FROM checkpoints")
+                if cp == info.head:
+                    break
+                await asyncio.sleep(0.1)
+            tick = time.perf_counter()
+            for i in range(blocks):
+                rewards = [
+                    (user_address((i * FOLLOW_EVENTS + j) % 5000), 10**12 + j)
+                    for j in range(FOLLOW_EVENTS)
+                ]
+                tx = {
+                    "from": info.admin,
+                    "to": mtpp,
+                    "data": push_calldata(token, rewards),
+                    "gas": hex(8_000_000),
+                    "maxFeePerGas": hex(10**11),
+                }
+                await _rpc(s, node.url, "eth_sendTransaction", [tx])
+                await _rpc(s, node.url, "anvil_mine", ["0x1"])
+                mined[int(await _rpc(s, node.url, "eth_blockNumber", []), 16)] = time.perf_counter()
+                drain()
+                tick += 1.0
+                await asyncio.sleep(max(0.0, tick - time.perf_counter()))
+            deadline = time.monotonic() + 10
+            while len(latencies) < len(mined) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+                drain()
+    finally:
+        await con.close()
+        daemon.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            daemon.wait(timeout=15)
+        if daemon.poll() is None:
+            daemon.kill()
+        log.close()
+    if len(latencies) < len(mined):
+        raise RuntimeError(
+            f"only {len(latencies)} of {len(mined)} blocks were committed; see {tmp / 'follow.log'}"
+        )
+    return [latencies[b] for b in sorted(latencies)]
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    k = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[k]
+
+
+def _frame(f: str) -> str:
+    """``func (path/file.py:line)`` -> ``func (file.py)``: lines of one function merge."""
+    name, sep, where = f.partition(" (")
+    return f"{name} ({where.split(':')[0].rsplit('/', 1)[-1]})" if sep else f
+
+
+def summarise_profile(path: Path, top: int = 12) -> str:
+    """Top functions of a py-spy raw (collapsed stacks) profile: inclusive and self share."""
+    inclusive: dict[str, int] = {}
+    own: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        n = int(count)
+        total += n
+        frames = [_frame(f) for f in stack.split(";")]
+        for f in set(frames):
+            inclusive[f] = inclusive.get(f, 0) + n
+        own[frames[-1]] = own.get(frames[-1], 0) + n
+    lines = [f"py-spy: {total} samples; top by self time (self %, inclusive %):"]
+    for f, n in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
+        lines.append(f"  {100 * n / total:5.1f}%  {100 * inclusive[f] / total:5.1f}%  {f}")
+    return "\n".join(lines)
+
+
+def table(rows: list[Measured], rpc: Measured) -> str:
+    out = [
+        f"{'measure':<26} {'events':>9} {'events/s':>10} {'blocks/s':>9} {'wall s':>8} "
+        f"{'peak RSS MB':>12} {'× RPC':>6}"
+    ]
+    for r in rows:
+        rss = f"{r.rss_mb:.0f}" if r.rss_mb is not None else "-"
+        out.append(
+            f"{r.name:<26} {r.events:>9,} {r.events / r.wall_s:>10,.0f} "
+            f"{r.blocks / r.wall_s:>9,.0f} {r.wall_s:>8.2f} {rss:>12} {r.wall_s / rpc.wall_s:>6.2f}"
+        )
+    return "\n".join(out)
+
+
+@contextlib.contextmanager
+def _services(info: ChainInfo) -> Iterator[tuple[PgCluster, Anvil]]:
+    pg = PgCluster.start()
+    try:
+        node = start_node(info)
+        try:
+            yield pg, node
+        finally:
+            node.stop()
+    finally:
+        pg.stop()
+
+
+async def _main(a: argparse.Namespace) -> int:
+    say = print
+    info = cached_chain(a.events, echo=say)
+    big = cached_chain(a.events * 5, echo=say) if a.rss else None
+    say(
+        f"rewardsync bench — {dt.date.today()} — {platform.node()} ({os.cpu_count()} cores, "
+        f"{platform.python_implementation()} {platform.python_version()})"
+    )
+    say(
+        f"chain: {info.events:,} events ({info.reward_added:,} RewardAdded) over "
+        f"{info.blocks:,} blocks; batch_blocks {BATCH_BLOCKS}"
+    )
+    tmp = Path(tempfile.mkdtemp(prefix="rewardsync-bench-"))
+    with _services(info) as (pg, node):
+        rpc = measure_rpc(node, info, tmp)
+        dbl = await measure_db(pg, node, info, tmp)
+        back, cfg = await measure_backfill(pg, node, info, tmp, "bench_backfill")
+        say("")
+        say(table([rpc, dbl, back], rpc))
+        say(f"backfill / RPC limit: {back.wall_s / rpc.wall_s:.2f}× (target ≤ 3×)")
+        if a.profile:
+            prof = tmp / "backfill.pyspy.txt"
+            await measure_backfill(pg, node, info, tmp, "bench_profile", profile=prof)
+            say("")
+            say(summarise_profile(prof))
+            say(f"  (raw profile: {prof})")
+        n_blocks = 10 if a.quick else a.follow_blocks
+        lat = await measure_follow(cfg, pg.dsn("bench_backfill"), node, info, n_blocks, tmp)
+        say("")
+        say(
+            f"follow latency over {len(lat)} blocks of {FOLLOW_EVENTS} events (poll_interval "
+            f"0.5 s, target p99 < 0.75 s): p50 {_pct(lat, 0.5) * 1000:.0f} ms, "
+            f"p99 {_pct(lat, 0.99) * 1000:.0f} ms, "
+            f"max {max(lat) * 1000:.0f} ms, mean {statistics.fmean(lat) * 1000:.0f} ms"
+        )
+    if big is not None:
+        with _services(big) as (pg, node):
+            back5, _ = await measure_backfill(pg, node, big, tmp, "bench_rss")
+        say("")
+        say(table([back, back5], rpc))
+        assert back.rss_mb is not None
+        assert back5.rss_mb is not None
+        say(
+            f"peak RSS at N={info.events:,}: {back.rss_mb:.0f} MB; "
+            f"at 5N={big.events:,}: {back5.rss_mb:.0f} MB "
+            f"(+{back5.rss_mb - back.rss_mb:.0f} MB; targets < 250 MB and ≤ +50 MB)"
+        )
+    say(f"\nlogs: {tmp}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--events", type=int, default=200_000, help="events on the chain (N)")
+    p.add_argument("--quick", action="store_true", help="10 follow blocks instead of 60 (smoke)")
+    p.add_argument("--follow-blocks", type=int, default=60)
+    p.add_argument(
+        "--rss", action="store_true", help="also backfill 5N events (builds a 5N chain once: slow)"
+    )
+    p.add_argument("--profile", action="store_true", help="profile one more backfill with py-spy")
+    a = p.parse_args(argv)
+    resource.setrlimit(resource.RLIMIT_NOFILE, resource.getrlimit(resource.RLIMIT_NOFILE))
+    return asyncio.run(_main(a))

@@ -1,0 +1,681 @@
+"""The reconciler: the database against the chain at a finalized block, every disagreement
+recorded in ``discrepancies`` and, on request (``fix``), settled with "the chain wins".
+
+One run picks block B: the node's ``finalized`` block (``finality = "tag"``, when the node has
+one) or head - ``max_reorg_depth``, capped at the checkpoint so that nothing above what is
+indexed is compared. Every contract view is an ``eth_call`` pinned to B's hash (EIP-1898), and
+the database side is computed AT B from the event tables (rows above B left out), so a reorg
+above B or blocks indexed after B can never raise a false alarm. Views go out batched: one
+Multicall3 ``aggregate3`` per chunk when ``multicall3`` is configured, else one ``eth_call``
+each, all in JSON-RPC batches.
+
+Kinds (``Finding.kind``):
+- ``amount_mismatch``: pending per (token, wallet) or total per token at B differs between the
+  contract's view, the fold of the events and ``reward_balances`` taken back to B;
+- ``contribution_mismatch``: contributions per (chama, member) at B vs ``getTotalContributed``;
+- ``missing_in_db``: a ``RewardsPushed`` at or below B without its ``reward_batches`` row (a
+  batch pushed outside the daemon), or ``RewardAdded`` credited straight through
+  MultiTokenPushPull by a pusher that is no bank;
+- ``missing_on_chain``: a batch recorded confirmed (at or below B) whose ``RewardsPushed`` is
+  not in the indexed canonical tables;
+- ``status_mismatch``: a batch or reward whose status disagrees with the events at or below B
+  (failed or pending though its event is final, confirmed at another block, its rewards not
+  confirmed, still pending after its deadline passed at a final block, a confirmed reward
+  whose batch is not).
+
+A discrepancy is one row per (chain, kind, subject); a later run updates it while it holds and
+closes it (``cleared``) once it no longer does. ``fix`` acts, then checks again at the same B:
+what the second look no longer finds is closed with the action taken (``fixed: ...``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import asyncpg
+import structlog
+from eth_abi.abi import decode, encode
+from eth_utils.crypto import keccak
+
+from indexer import metrics
+from indexer.config import ChainSettings
+from indexer.db import Conn, Q, quote_ident
+from indexer.follower import ChainFollower
+from indexer.rpc import RpcClient
+from indexer.types import BlockHeader
+from indexer.verify import expected_rows, stored_rows, table_columns
+
+log = structlog.get_logger()
+
+KINDS: Final = (
+    "amount_mismatch",
+    "contribution_mismatch",
+    "missing_in_db",
+    "missing_on_chain",
+    "status_mismatch",
+)
+LOCK_NAMESPACE: Final = 0x7263  # "rc": high bits of the per-chain reconciler lock
+MULTICALL_CHUNK: Final = 200
+_GET_PENDING: Final = keccak(text="getPendingAmount(address,address)")[:4]
+_GET_TOTAL_PENDING: Final = keccak(text="getTotalPending(address)")[:4]
+_GET_CONTRIBUTED: Final = keccak(text="getTotalContributed(uint256,address)")[:4]
+_AGGREGATE3: Final = keccak(text="aggregate3((address,bool,bytes)[])")[:4]
+_REWARDS_PUSHED: Final = (
+    "0x" + keccak(text="RewardsPushed(bytes32,address,bytes32,uint256,uint256)").hex()
+)
+_CONFIRMED: Final = ("confirmed", "reconciled")
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One disagreement; ``fix`` says what ``--fix`` would do about it (internal)."""
+
+    kind: str
+    subject: str
+    expected: str  # what the chain says
+    actual: str  # what the database says
+    fix: tuple[Any, ...] = ()
+
+
+@dataclass(slots=True)
+class Report:
+    """What one run compared and found (``as_dict`` is the ``--json`` output)."""
+
+    chain: str
+    block: int | None = None
+    block_hash: str | None = None
+    checked: dict[str, int] = field(default_factory=dict)
+    found: list[Finding] = field(default_factory=list)
+    fixed: dict[str, str] = field(default_factory=dict)  # subject -> resolution
+    remaining: list[Finding] = field(default_factory=list)
+    opened: int = 0
+    cleared: int = 0
+    elapsed_s: float = 0.0
+
+    @property
+    def consistent(self) -> bool:
+        return not self.found
+
+    def as_dict(self) -> dict[str, Any]:
+        def row(f: Finding) -> dict[str, str]:
+            return {
+                "kind": f.kind,
+                "subject": f.subject,
+                "expected": f.expected,
+                "actual": f.actual,
+            }
+
+        return {
+            "chain": self.chain,
+            "block": self.block,
+            "block_hash": self.block_hash,
+            "consistent": self.consistent,
+            "checked": self.checked,
+            "found": [row(f) for f in self.found],
+            "fixed": self.fixed,
+            "remaining": [row(f) for f in self.remaining],
+            "opened": self.opened,
+            "cleared": self.cleared,
+            "elapsed_s": round(self.elapsed_s, 3),
+        }
+
+
+def _contracts_with(chain: ChainSettings, function: str) -> list[str]:
+    """Addresses of the configured contracts whose ABI has view ``function``."""
+    return sorted(
+        c.address
+        for c in chain.contracts
+        if c.address is not None
+        and any(e.get("type") == "function" and e.get("name") == function for e in c.abi)
+    )
+
+
+class Reconciler:
+    """Compares one chain's database with its contracts' views at a finalized block."""
+
+    def __init__(
+        self, pool: asyncpg.Pool, chain: ChainSettings, rpc: RpcClient, follower: ChainFollower
+    ) -> None:
+        self.pool = pool
+        self.chain = chain
+        self.rpc = rpc
+        self.follower = follower
+        self.lock_key = (LOCK_NAMESPACE << 48) | (chain.chain_id & 0xFFFF_FFFF_FFFF)
+        self.pushpull = _contracts_with(chain, "getPendingAmount")
+        self.chamas = _contracts_with(chain, "getTotalContributed")
+
+    # ---- the run ------------------------------------------------------------------------
+
+    async def run_once(self, *, fix: bool = False) -> Report:
+        """Compare at B, record the findings, optionally fix and look again; never raises for
+        a finding (only RPC and database errors propagate, and then nothing is recorded)."""
+        started = time.monotonic()
+        report = Report(self.chain.name)
+        header = await self.pick_block()
+        if header is not None:
+            report.block, report.block_hash = header.number, header.hash
+            report.found = await self.detect(header, report.checked)
+            report.opened, first_pass = await self._record(report.found, header.number, {})
+            closed = len(first_pass)
+            report.remaining = report.found
+            if fix and report.found:
+                actions = await self._fix(report.found, header)
+                report.remaining = await self.detect(header, {})
+                _, fixed = await self._record(report.remaining, header.number, actions)
+                left = {(f.kind, f.subject) for f in report.remaining}
+                report.fixed = {
+                    f.subject: actions[f.subject]
+                    for f in report.found
+                    if (f.kind, f.subject) not in left and f.subject in actions
+                }
+                closed += len(fixed)
+            report.cleared = closed
+        report.elapsed_s = time.monotonic() - started
+        await self._observe(report)
+        log.info(
+            "reconciled",
+            chain=self.chain.name,
+            block=report.block,
+            found=len(report.found),
+            fixed=len(report.fixed),
+            remaining=len(report.remaining),
+            checked=report.checked,
+            elapsed_s=round(report.elapsed_s, 3),
+        )
+        return report
+
+    async def pick_block(self) -> BlockHeader | None:
+        """The finalized block, capped at the checkpoint; None when nothing is indexed yet."""
+        async with self.pool.acquire() as con:
+            row = await con.fetchrow(Q["load_checkpoint"], self.chain.chain_id)
+        if row is None or row["block_number"] < 0:
+            return None
+        finalized: int | None = None
+        if self.chain.finality == "tag":
+            tagged = await self.rpc.header("finalized")
+            finalized = tagged.number if tagged is not None else None
+        if finalized is None:
+            finalized = await self.rpc.block_number() - self.chain.max_reorg_depth
+        number = min(finalized, int(row["block_number"]))
+        if number < int(row["start_block"]):
+            return None
+        return await self.rpc.header(number)
+
+    async def detect(self, header: BlockHeader, checked: dict[str, int]) -> list[Finding]:
+        """Every disagreement at block ``header`` (reads only)."""
+        b = header.number
+        async with self.pool.acquire() as con, con.transaction(isolation="repeatable_read"):
+            cp = await con.fetchrow(Q["load_checkpoint"], self.chain.chain_id)
+            assert cp is not None  # pick_block found it
+            balances = await con.fetch(Q["rc_balances_at"], self.chain.chain_id, b, self.pushpull)
+            contribs = await con.fetch(
+                Q["rc_contributions_at"], self.chain.chain_id, b, self.chamas
+            )
+            batches = await con.fetch(Q["rc_batch_state"], self.chain.chain_id, b)
+            pushes = await con.fetch(Q["rc_unrecorded_pushes"], self.chain.chain_id, b)
+            direct = await con.fetch(Q["rc_direct_rewards"], self.chain.chain_id, b)
+            astray = await con.fetch(Q["rc_confirmed_rewards_astray"], self.chain.chain_id)
+            acknowledged = {
+                r["subject"] for r in await con.fetch(Q["rc_acknowledged"], self.chain.chain_id)
+            }
+            final = min(b, cp["finalized_block"] if cp["finalized_block"] is not None else -1)
+            final_time = await con.fetchval(Q["rc_stored_time_at"], self.chain.chain_id, final)
+        found = await self._check_balances(balances, header, checked)
+        found += await self._check_contributions(contribs, header, checked)
+        found += await self._check_batches(
+            batches, b, cp["block_number"] - self.chain.confirmations, final_time, checked
+        )
+        found += self._check_pushes(pushes, direct, acknowledged, checked)
+        found += [
+            Finding(
+                "status_mismatch",
+                f"reward:{self.chain.chain_id}:{r['external_key']}",
+                f"batch {r['batch_id']} is {r['batch_status'] or 'absent'}: not confirmed",
+                "reward confirmed",
+                ("reward_follow_batch", r["id"]),
+            )
+            for r in astray
+        ]
+        checked["rewards_confirmed_astray"] = len(astray)
+        return found
+
+    # ---- checks -------------------------------------------------------------------------
+
+    async def _check_balances(
+        self, rows: Sequence[asyncpg.Record], header: BlockHeader, checked: dict[str, int]
+    ) -> list[Finding]:
+        calls = [
+            (
+                r["contract"],
+                _GET_PENDING + encode(["address", "address"], [r["token"], r["wallet"]]),
+            )
+            for r in rows
+        ]
+        tokens = sorted({(r["contract"], r["token"]) for r in rows})
+        calls += [(c, _GET_TOTAL_PENDING + encode(["address"], [t])) for c, t in tokens]
+        values = await self.views(calls, header.hash)
+        found: list[Finding] = []
+        totals: dict[tuple[str, str], int] = defaultdict(int)
+        for r, chain_value in zip(rows, values, strict=False):
+            events = int(r["events_at_b"])
+            stored = int(r["stored_at_b"])
+            totals[(r["contract"], r["token"])] += events
+            drift = (r["stored_added"], r["stored_claimed"]) != (
+                r["events_added"],
+                r["events_claimed"],
+            )
+            if chain_value == events == stored and not drift:
+                continue
+            key = (r["contract"], r["token"], r["wallet"])
+            found.append(
+                Finding(
+                    "amount_mismatch",
+                    "pending:" + ":".join(key),
+                    str(chain_value),
+                    f"reward_balances {stored}, events {events}",
+                    ("balance", *key, drift, chain_value != events),
+                )
+            )
+        for (contract, token), chain_value in zip(tokens, values[len(rows) :], strict=True):
+            if chain_value != totals[(contract, token)]:
+                found.append(
+                    Finding(
+                        "amount_mismatch",
+                        f"total_pending:{contract}:{token}",
+                        str(chain_value),
+                        f"events {totals[(contract, token)]}",
+                        ("refetch", contract),
+                    )
+                )
+        checked["balances"] = len(rows)
+        checked["total_pending"] = len(tokens)
+        return found
+
+    async def _check_contributions(
+        self, rows: Sequence[asyncpg.Record], header: BlockHeader, checked: dict[str, int]
+    ) -> list[Finding]:
+        calls = [
+            (
+                r["contract"],
+                _GET_CONTRIBUTED
+                + encode(["uint256", "address"], [int(r["chama_id"]), r["member"]]),
+            )
+            for r in rows
+        ]
+        values = await self.views(calls, header.hash)
+        checked["contributions"] = len(rows)
+        return [
+            Finding(
+                "contribution_mismatch",
+                f"contribution:{r['contract']}:{int(r['chama_id'])}:{r['member']}",
+                str(value),
+                f"contributions {int(r['total'])}",
+                ("refetch", r["contract"]),
+            )
+            for r, value in zip(rows, values, strict=True)
+            if value != int(r["total"])
+        ]
+
+    async def _check_batches(
+        self,
+        rows: Sequence[asyncpg.Record],
+        b: int,
+        confirmed_below: int,
+        final_time: int | None,
+        checked: dict[str, int],
+    ) -> list[Finding]:
+        found: list[Finding] = []
+        for r in rows:
+            subject = f"batch:{self.chain.chain_id}:{r['bank']}:{r['nonce']}"
+            status, event_block = r["status"], r["event_block"]
+            settle = ("settle", r["id"], event_block, r["event_tx"])
+            if status in _CONFIRMED:
+                if event_block is None:
+                    if r["block_number"] is None or r["block_number"] <= b:
+                        found.append(await self._missing_on_chain(r, subject, b))
+                elif r["block_number"] != event_block or r["unconfirmed_rewards"]:
+                    found.append(
+                        Finding(
+                            "status_mismatch",
+                            subject,
+                            f"RewardsPushed at block {event_block}, all rewards confirmed",
+                            f"{status} at block {r['block_number']}, "
+                            f"{r['unconfirmed_rewards']} reward(s) not confirmed",
+                            settle,
+                        )
+                    )
+            elif event_block is not None and event_block <= confirmed_below:
+                found.append(
+                    Finding(
+                        "status_mismatch",
+                        subject,
+                        f"RewardsPushed at block {event_block}: confirmed",
+                        status,
+                        settle,
+                    )
+                )
+            elif (
+                status in ("draft", "pending")
+                and not r["event_anywhere"]
+                and r["deadline"] is not None
+                and final_time is not None
+                and r["deadline"] < final_time
+            ):
+                found.append(
+                    Finding(
+                        "status_mismatch",
+                        subject,
+                        f"deadline {r['deadline']} passed at a final block (time {final_time}) "
+                        "without RewardsPushed: failed",
+                        status,
+                        ("fail", r["id"]),
+                    )
+                )
+        checked["batches"] = len(rows)
+        return found
+
+    async def _missing_on_chain(self, r: asyncpg.Record, subject: str, b: int) -> Finding:
+        """A batch said confirmed without a final event: is the event on chain at all?"""
+        logs = await self.rpc.request(
+            "eth_getLogs",
+            [
+                {
+                    "fromBlock": hex(self._start_block()),
+                    "toBlock": hex(b),
+                    "address": r["bank"],
+                    "topics": [_REWARDS_PUSHED, None, None, r["nonce"]],
+                }
+            ],
+        )
+        if logs:
+            block = int(logs[0]["blockNumber"], 16)
+            return Finding(
+                "missing_on_chain",
+                subject,
+                f"RewardsPushed at block {block} on chain",
+                "event not in the indexed tables",
+                ("refetch", r["bank"]),
+            )
+        return Finding(
+            "missing_on_chain",
+            subject,
+            f"no RewardsPushed at or below block {b}",
+            f"{r['status']} at block {r['block_number']}",
+            ("unsettle", r["id"], r["deadline"]),
+        )
+
+    def _check_pushes(
+        self,
+        pushes: Sequence[asyncpg.Record],
+        direct: Sequence[asyncpg.Record],
+        acknowledged: set[str],
+        checked: dict[str, int],
+    ) -> list[Finding]:
+        found = [
+            Finding(
+                "missing_in_db",
+                f"batch:{self.chain.chain_id}:{e['contract']}:{e['nonce']}",
+                f"RewardsPushed at block {e['block_number']}: {int(e['count'])} reward(s), "
+                f"total {int(e['total_amount'])}",
+                "no reward_batches row",
+                ("record", dict(e)),
+            )
+            for e in pushes
+        ]
+        for d in direct:
+            subject = f"direct:{self.chain.chain_id}:{d['tx_hash']}:{d['emitter']}:{d['token']}"
+            if subject not in acknowledged:
+                found.append(
+                    Finding(
+                        "missing_in_db",
+                        subject,
+                        f"{int(d['n'])} RewardAdded by {d['emitter']} at block "
+                        f"{d['block_number']}, total {int(d['total'])}",
+                        "no batch accounts for them",
+                        ("acknowledge", d["emitter"]),
+                    )
+                )
+        checked["pushes_unrecorded"] = len(pushes)
+        return found
+
+    def _start_block(self) -> int:
+        return min((c.start_block for c in self.chain.contracts), default=0)
+
+    # ---- contract views -----------------------------------------------------------------
+
+    async def views(self, calls: Sequence[tuple[str, bytes]], block_hash: str) -> list[int]:
+        """The uint256 results of view ``calls`` (target, calldata) at ``block_hash``."""
+        if not calls:
+            return []
+        pin = {"blockHash": block_hash, "requireCanonical": True}
+        if self.chain.multicall3 is None:
+            raw = await self.rpc.batch(
+                [("eth_call", [{"to": to, "data": "0x" + data.hex()}, pin]) for to, data in calls]
+            )
+            return [_uint(_hex_bytes(x)) for x in raw]
+        chunks = [calls[i : i + MULTICALL_CHUNK] for i in range(0, len(calls), MULTICALL_CHUNK)]
+        requests = []
+        for chunk in chunks:
+            data = _AGGREGATE3 + encode(
+                ["(address,bool,bytes)[]"], [[(to, False, cd) for to, cd in chunk]]
+            )
+            requests.append(
+                ("eth_call", [{"to": self.chain.multicall3, "data": "0x" + data.hex()}, pin])
+            )
+        out: list[int] = []
+        for answer in await self.rpc.batch(requests):
+            (results,) = decode(["(bool,bytes)[]"], _hex_bytes(answer))
+            out.extend(_uint(ret) for _ok, ret in results)
+        return out
+
+    # ---- recording ----------------------------------------------------------------------
+
+    async def _record(
+        self, findings: Sequence[Finding], block: int, actions: dict[str, str]
+    ) -> tuple[int, dict[str, str]]:
+        """Open, update and close rows so that the open ones are exactly ``findings``; rows
+        closed are resolved with their action (``actions``) or ``cleared``. Returns how many
+        rows were opened and the resolutions written."""
+        resolved: dict[str, str] = {}
+        opened = 0
+        current = {(f.kind, f.subject): f for f in findings}
+        async with self.pool.acquire() as con, con.transaction():
+            await con.execute(Q["rc_lock"], self.lock_key)
+            open_rows = await con.fetch(Q["rc_open"], self.chain.chain_id)
+            seen: set[tuple[str, str]] = set()
+            for row in open_rows:
+                key = (row["kind"], row["subject"])
+                f = current.get(key)
+                if f is None or key in seen:
+                    resolution = actions.get(row["subject"], "cleared")
+                    await con.execute(Q["rc_resolve"], row["id"], resolution)
+                    resolved[row["subject"]] = resolution
+                    continue
+                seen.add(key)
+                if (row["expected"], row["actual"]) != (f.expected, f.actual):
+                    await con.execute(Q["rc_update"], row["id"], f.expected, f.actual, block)
+            for key, f in current.items():
+                if key not in seen:
+                    await con.execute(
+                        Q["rc_insert"],
+                        self.chain.chain_id,
+                        f.kind,
+                        f.subject,
+                        f.expected,
+                        f.actual,
+                        block,
+                    )
+                    metrics.RECONCILE_MISMATCHES.labels(self.chain.name, f.kind).inc()
+                    opened += 1
+        return opened, resolved
+
+    async def _observe(self, report: Report) -> None:
+        name = self.chain.name
+        metrics.RECONCILE_LAST_RUN.labels(name).set(time.time())
+        metrics.RECONCILE_SECONDS.labels(name).observe(report.elapsed_s)
+        for kind, n in report.checked.items():
+            metrics.RECONCILE_ITEMS.labels(name, kind).inc(n)
+        async with self.pool.acquire() as con:
+            counts = {
+                r["kind"]: r["n"]
+                for r in await con.fetch(Q["rc_open_by_kind"], self.chain.chain_id)
+            }
+        for kind in sorted(set(KINDS) | set(counts)):
+            metrics.DISCREPANCIES_OPEN.labels(name, kind).set(counts.get(kind, 0))
+
+    # ---- fixing -------------------------------------------------------------------------
+
+    async def _fix(self, findings: Sequence[Finding], header: BlockHeader) -> dict[str, str]:
+        """Make the database agree with the chain at B; returns subject -> action taken.
+
+        Events missing from the tables are fetched first (RPC outside any transaction), then
+        every change is made in ONE transaction holding the checkpoint row, so the follower's
+        commits and rollbacks wait for it rather than interleave."""
+        refetch: dict[str, list[str]] = defaultdict(list)
+        for f in findings:
+            if f.fix and (f.fix[0] == "refetch" or (f.fix[0] == "balance" and f.fix[5])):
+                refetch[f.fix[1]].append(f.subject)
+        missing = {a: await self._missing_rows(a, header.number) for a in sorted(refetch)}
+        actions: dict[str, str] = {}
+        async with self.pool.acquire() as con, con.transaction():
+            await con.execute(Q["rc_lock"], self.lock_key)
+            await con.fetchrow(Q["lock_checkpoint"], self.chain.chain_id)
+            for address, rows in missing.items():
+                n = await self._insert_rows(con, rows)
+                for s in refetch[address]:
+                    actions[s] = f"fixed: {n} missing event(s) of {address} refetched"
+            for f in findings:
+                action = await self._apply(con, f, header)
+                if action is not None:
+                    actions[f.subject] = action
+        log.info("reconcile_fixed", chain=self.chain.name, actions=len(actions))
+        return actions
+
+    async def _apply(self, con: Conn, f: Finding, header: BlockHeader) -> str | None:
+        op, *args = f.fix or ("none",)
+        chain_id = self.chain.chain_id
+        if op == "balance":
+            contract, token, wallet, _drift, events_wrong = args
+            keys = ([contract], [token], [wallet])
+            await con.execute(Q["delete_balances"], chain_id, *keys)
+            await con.execute(Q["rebuild_balances"], chain_id, *keys)
+            return "fixed: reward_balances recomputed from events" + (
+                " after refetching the missing events" if events_wrong else ""
+            )
+        if op == "settle":
+            batch_id, block, tx = args
+            await con.execute(Q["rc_settle_batch"], batch_id, block, tx)
+            await con.execute(Q["rc_confirm_batch_rewards"], batch_id, block)
+            return f"fixed: batch reconciled, RewardsPushed at block {block}"
+        if op == "unsettle":
+            batch_id, deadline = args
+            if deadline is not None and deadline < header.timestamp:
+                await con.execute(Q["rc_fail_batch"], batch_id, header.number)
+                await con.execute(Q["rc_requeue_batch_rewards"], batch_id)
+                return (
+                    "fixed: no RewardsPushed on chain and deadline passed: failed, rewards requeued"
+                )
+            await con.execute(Q["rc_unsettle_batch"], batch_id, header.number)
+            await con.execute(Q["rc_unconfirm_batch_rewards"], batch_id)
+            return "fixed: no RewardsPushed on chain: batch pending, rewards pushed"
+        if op == "fail":
+            (batch_id,) = args
+            await con.execute(Q["rc_fail_batch"], batch_id, header.number)
+            await con.execute(Q["rc_requeue_batch_rewards"], batch_id)
+            return "fixed: deadline passed without RewardsPushed: failed, rewards requeued"
+        if op == "record":
+            (e,) = args
+            await con.execute(
+                Q["rc_record_push"],
+                chain_id,
+                e["contract"],
+                e["campaign_id"],
+                e["token"],
+                e["nonce"],
+                e["tx_hash"],
+                e["block_number"],
+            )
+            return (
+                f"fixed: batch recorded as reconciled (RewardsPushed at block {e['block_number']})"
+            )
+        if op == "reward_follow_batch":
+            await con.execute(Q["rc_reward_follow_batch"], args[0])
+            return "fixed: reward status follows its batch"
+        if op == "acknowledge":
+            resolution = f"acknowledged: credited directly by pusher {args[0]}, no batch to record"
+            for row in await con.fetch(Q["rc_open"], chain_id):
+                if (row["kind"], row["subject"]) == (f.kind, f.subject):
+                    await con.execute(Q["rc_resolve"], row["id"], resolution)
+            return resolution
+        return None
+
+    async def _missing_rows(self, address: str, last: int) -> list[tuple[str, tuple[Any, ...]]]:
+        """Canonical rows of ``address``'s events at or below ``last`` that no table holds at
+        their chain position (refetched from the node; ``last`` is final, so they stay)."""
+        first = self._start_block()
+        f = self.follower
+        await f._load_children()
+        columns = table_columns(f.registry)
+        expected, _ = await expected_rows(
+            rpc=self.rpc,
+            registry=f.registry,
+            chain_id=self.chain.chain_id,
+            first=first,
+            last=last,
+            addresses=[address],
+        )
+        stored = await stored_rows(self.pool, self.chain.chain_id, first, last, columns)
+        return [
+            (table, row)
+            for key, (table, row) in sorted(expected.items())
+            if key not in stored and table in columns
+        ]
+
+    async def _insert_rows(self, con: Conn, rows: Sequence[tuple[str, tuple[Any, ...]]]) -> int:
+        """Insert refetched rows (never changing a stored one) and rebuild the balances they
+        touch; rows that differ from the node's stay for ``indexer verify`` to report."""
+        columns = table_columns(self.follower.registry)
+        touched: set[tuple[str, str, str]] = set()
+        for table, row in rows:
+            cols = columns[table]
+            names = ", ".join(quote_ident(c) for c in cols)
+            params = ", ".join(f"${i + 1}" for i in range(len(cols)))
+            await con.execute(
+                f"INSERT INTO {quote_ident(table)} ({names}) VALUES ({params}) "
+                "ON CONFLICT DO NOTHING",
+                *row,
+            )
+            if table in ("reward_added", "reward_claimed"):
+                values = dict(zip(cols, row, strict=True))
+                touched.add((values["contract"], values["token"], values["wallet"]))
+        if touched:
+            keys = sorted(touched)
+            arrays = ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys])
+            await con.execute(Q["delete_balances"], self.chain.chain_id, *arrays)
+            await con.execute(Q["rebuild_balances"], self.chain.chain_id, *arrays)
+        if rows:
+            log.warning("reconcile_refetched", chain=self.chain.name, inserted=len(rows))
+        return len(rows)
+
+
+def _hex_bytes(value: Any) -> bytes:
+    if not isinstance(value, str) or not value.startswith("0x"):
+        raise ValueError("eth_call result is not 0x hex")
+    return bytes.fromhex(value[2:])
+
+
+def _uint(data: bytes) -> int:
+    (value,) = decode(["uint256"], data)
+    return int(value)
+
+
+def kinds_of(findings: Iterable[Finding]) -> dict[str, int]:
+    """Findings counted per kind."""
+    out: dict[str, int] = defaultdict(int)
+    for f in findings:
+        out[f.kind] += 1
+    return dict(out)

@@ -1,0 +1,232 @@
+"""deploy/: the Kubernetes manifests, the systemd unit, the Dockerfile and the Grafana
+dashboard load and carry their required fields, and name only metrics that exist."""
+
+from __future__ import annotations
+
+import configparser
+import json
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import yaml
+from prometheus_client import Counter, Histogram
+from prometheus_client.metrics import MetricWrapperBase
+
+from indexer import metrics
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+K8S = DEPLOY / "k8s"
+METRIC_RE = re.compile(r"\bindexer_[a-z0-9_]+")
+
+
+def k8s_docs() -> dict[str, dict[str, Any]]:
+    """Every Kubernetes document under deploy/k8s, by kind (one object per kind)."""
+    out: dict[str, dict[str, Any]] = {}
+    for path in sorted(K8S.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            assert doc["kind"] not in out, f"two {doc['kind']} documents"
+            out[doc["kind"]] = doc
+    return out
+
+
+def defined_series() -> set[str]:
+    """Every sample name the metrics module can expose (with the histogram/counter suffixes)."""
+    names: set[str] = set()
+    for obj in vars(metrics).values():
+        if not isinstance(obj, MetricWrapperBase):
+            continue
+        base = obj._name
+        if isinstance(obj, Counter):
+            names |= {base, f"{base}_total", f"{base}_created"}
+        elif isinstance(obj, Histogram):
+            names |= {base, *(f"{base}_{s}" for s in ("bucket", "sum", "count", "created"))}
+        else:
+            names.add(base)
+    return names
+
+
+def dashboard() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((DEPLOY / "grafana" / "rewardsync.json").read_text())
+    return data
+
+
+def dashboard_exprs() -> list[str]:
+    return [t["expr"] for p in dashboard()["panels"] for t in p.get("targets", [])]
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    rule = k8s_docs()["PrometheusRule"]
+    return [r for g in rule["spec"]["groups"] for r in g["rules"]]
+
+
+def named_metrics() -> set[str]:
+    """Metric names in the dashboard and the alert rules (shared with the e2e test)."""
+    exprs = dashboard_exprs() + [r["expr"] for r in alert_rules()]
+    return {m for e in exprs for m in METRIC_RE.findall(e)}
+
+
+def test_k8s_manifests_load_with_required_fields() -> None:
+    """Each manifest is YAML with apiVersion, kind and metadata.name, and the kinds asked for
+    are all there."""
+    docs = k8s_docs()
+    assert set(docs) >= {
+        "Deployment",
+        "ConfigMap",
+        "Secret",
+        "Service",
+        "PodDisruptionBudget",
+        "ServiceMonitor",
+        "PrometheusRule",
+    }
+    for kind, doc in docs.items():
+        assert doc["apiVersion"], kind
+        if kind != "Kustomization":
+            assert doc["metadata"]["name"], kind
+    listed = set(docs["Kustomization"]["resources"])
+    assert listed == {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
+
+
+def test_k8s_deployment_runs_two_replicas_with_probes() -> None:
+    """Two replicas, liveness on /healthz, readiness on /readyz, a grace period longer than
+    the daemon's shutdown grace, config and secrets wired in, migrate before start."""
+    docs = k8s_docs()
+    dep = docs["Deployment"]["spec"]
+    assert dep["replicas"] == 2
+    pod = dep["template"]["spec"]
+    [container] = pod["containers"]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"].startswith("/readyz")
+    assert pod["terminationGracePeriodSeconds"] > 10
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    secret = docs["Secret"]["metadata"]["name"]
+    assert {"secretRef": {"name": secret}} in container["envFrom"]
+    assert [c["args"] for c in pod["initContainers"]] == [["migrate"]]
+    assert dep["selector"]["matchLabels"].items() <= dep["template"]["metadata"]["labels"].items()
+    port = container["ports"][0]["containerPort"]
+    svc = docs["Service"]["spec"]
+    assert svc["ports"][0]["port"] == port
+    assert svc["selector"] == dep["selector"]["matchLabels"]
+    assert docs["PodDisruptionBudget"]["spec"]["selector"] == dep["selector"]
+    assert docs["ServiceMonitor"]["spec"]["endpoints"][0]["port"] == svc["ports"][0]["name"]
+
+
+def test_k8s_configmap_holds_a_valid_config_without_secrets() -> None:
+    """The ConfigMap's indexer.toml parses, listens on the pod's port, and takes its database
+    and RPC URLs from the Secret's variables."""
+    docs = k8s_docs()
+    toml = tomllib.loads(docs["ConfigMap"]["data"]["indexer.toml"])
+    assert toml["database"]["url"] == "$DATABASE_URL"
+    assert toml["service"]["metrics_listen"].endswith(":9108")
+    assert (
+        toml["service"]["shutdown_grace"]
+        < docs["Deployment"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    )
+    secret_keys = set(docs["Secret"]["stringData"])
+    assert "DATABASE_URL" in secret_keys
+    for chain in toml["chains"]:
+        assert f"INDEXER_RPC_URL_{chain['name'].upper()}" in secret_keys
+
+
+def test_prometheus_rules_cover_the_required_alerts() -> None:
+    """Alerts exist for lag, halted, deep reorg, RPC errors, open discrepancies and a stuck
+    pusher, each with an expression, a severity and a summary."""
+    rules = alert_rules()
+    by_name = {r["alert"]: r for r in rules}
+    for name in (
+        "IndexerLagHigh",
+        "IndexerHalted",
+        "IndexerDeepReorg",
+        "IndexerRpcErrorRate",
+        "IndexerDiscrepanciesOpen",
+        "IndexerPusherStuck",
+        "IndexerPusherErrors",
+    ):
+        assert name in by_name, name
+    exprs = " ".join(r["expr"] for r in rules)
+    for metric in (
+        "indexer_lag_blocks",
+        "indexer_halted",
+        "indexer_reorg_depth_blocks_bucket",
+        "indexer_rpc_requests_total",
+        "indexer_discrepancies_open",
+        "indexer_pusher_stuck_transactions",
+        "indexer_pusher_errors_total",
+    ):
+        assert metric in exprs, metric
+    for r in rules:
+        assert r["labels"]["severity"] in ("warning", "critical"), r["alert"]
+        assert r["annotations"]["summary"], r["alert"]
+
+
+def test_grafana_dashboard_has_panels_with_targets() -> None:
+    """The dashboard is JSON with unique panel ids, and every non-row panel has a target
+    for each asked-for view."""
+    dash = dashboard()
+    assert dash["uid"]
+    assert dash["title"]
+    panels = dash["panels"]
+    assert len({p["id"] for p in panels}) == len(panels)
+    for p in panels:
+        if p["type"] != "row":
+            assert p["targets"], p
+            assert all(t["expr"] and t["refId"] for t in p["targets"]), p
+    exprs = " ".join(dashboard_exprs())
+    for metric in (
+        "indexer_head_block",
+        "indexer_checkpoint_block",
+        "indexer_lag_blocks",
+        "indexer_events_written_total",
+        "indexer_reorgs_total",
+        "indexer_reorg_depth_blocks_bucket",
+        "indexer_rpc_request_seconds_bucket",
+        "indexer_rpc_endpoint_errors_total",
+        "indexer_batch_commit_seconds_bucket",
+        "indexer_discrepancies_open",
+        "indexer_pusher_queue_rewards",
+    ):
+        assert metric in exprs, metric
+
+
+def test_deploy_metric_names_exist_in_metrics_module() -> None:
+    """Every indexer_* name in the dashboard and the alert rules is a series that
+    indexer/metrics.py defines."""
+    names = named_metrics()
+    assert len(names) > 15
+    assert names <= defined_series(), sorted(names - defined_series())
+
+
+def test_systemd_unit_is_hardened_and_restarts() -> None:
+    """The unit restarts on failure, runs unprivileged and sandboxed, reads secrets from an
+    EnvironmentFile, migrates before start and waits longer than the shutdown grace."""
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str  # type: ignore[assignment,method-assign]
+    unit.read_string((DEPLOY / "systemd" / "rewardsync.service").read_text())
+    svc = unit["Service"]
+    assert svc["Restart"] == "on-failure"
+    assert svc.get("DynamicUser") == "yes" or svc.get("User")
+    for key in ("ProtectSystem", "NoNewPrivileges", "PrivateTmp"):
+        assert svc[key] in ("yes", "strict"), key
+    assert svc["ProtectSystem"] == "strict"
+    assert svc["EnvironmentFile"]
+    assert svc["ExecStartPre"].endswith(" migrate")
+    assert svc["ExecStart"].endswith(" run")
+    assert int(svc["TimeoutStopSec"]) > 10
+    assert unit["Install"]["WantedBy"] == "multi-user.target"
+
+
+def test_dockerfile_installs_the_checkout_as_non_root() -> None:
+    """The image is python:3.11-slim, installs the package editable from a copy of the tree
+    (schema.sql and abis/ are read relative to it) and runs as a non-root user."""
+    text = (DEPLOY / "Dockerfile").read_text()
+    assert re.search(r"^FROM python:3\.11-slim\b", text, re.M)
+    assert "pip install --no-compile -e ." in text
+    for path in ("schema.sql", "abis/", "indexer/", "pyproject.toml"):
+        assert re.search(rf"^COPY .*\b{re.escape(path)}", text, re.M), path
+    user = re.findall(r"^USER (\S+)", text, re.M)
+    assert user
+    assert not user[-1].startswith(("root", "0"))
+    assert 'ENTRYPOINT ["indexer"' in text
