@@ -382,6 +382,10 @@ class ChainFollower:
             if match is not None:
                 ancestor = match
                 break
+        if ancestor is None and cp.start_block - 1 >= floor:
+            # Every indexed block is replaced, the first one included: the common ancestor
+            # is the block before start_block, which we never stored.
+            ancestor = BlockHeader(cp.start_block - 1, "", "", 0)
         if ancestor is None:
             return await self._halt(
                 ReorgTooDeep(
@@ -398,7 +402,7 @@ class ChainFollower:
                 )
             )
         deleted = await self.sink.rewind_to(
-            ancestor,
+            (ancestor.number, ancestor.hash or None),
             kind="reorg",
             depth=depth,
             old_hash=cp.hash,

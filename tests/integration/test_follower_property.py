@@ -294,10 +294,11 @@ class World:
         )
 
     def floor(self) -> int:
-        """The lowest block a reorg may keep: no stored block the follower could have seen
-        as finalized, nor one beyond ``max_reorg_depth`` of any checkpoint, ever changes."""
+        """The lowest block a reorg may keep (start_block - 1: even the first indexed block may
+        be replaced; never genesis): no block the follower could have seen as finalized, nor
+        one beyond ``max_reorg_depth`` of any checkpoint, ever changes."""
         p, top = self.params, self.chain.max_head
-        floor = max(p.start_block, top - p.max_reorg_depth)
+        floor = max(p.start_block - 1, 0, top - p.max_reorg_depth)
         if p.finality == "tag" and p.finalized_depth is not None:
             floor = max(floor, top - p.finalized_depth)
         return floor
@@ -332,8 +333,9 @@ class World:
             for n, (h, _, _) in before.blocks.items()
             if n <= top and n <= self.chain.head and self.chain.hash(n) == h
         ]
-        assert agreed, "rewound though no stored block is canonical"
-        assert result.last == max(agreed), f"rewound to {result.last}, ancestor {max(agreed)}"
+        # With no stored block canonical, the ancestor is the block before start_block.
+        expected = max(agreed, default=self.params.start_block - 1)
+        assert result.last == expected, f"rewound to {result.last}, ancestor {expected}"
         assert before.number - result.last <= self.params.max_reorg_depth
 
     async def settle(self, label: str) -> None:
