@@ -386,3 +386,37 @@ def test_pusher_refuses_to_start_without_distributor_role(
     assert "lacks DISTRIBUTOR_ROLE" in out.stderr
     assert ANVIL_KEYS[2][2:] not in out.stderr
     assert not checks.db_fetch(db_dsn, "SELECT 1 FROM reward_batches")
+
+
+def test_pusher_rpc_accepts_transaction_then_drops_the_reply(
+    anvil: Anvil,
+    deployment: deploy.Deployment,
+    make_config: Callable[..., Path],
+    db_dsn: str,
+    daemons: list[Daemon],
+) -> None:
+    """The node takes the transaction but the reply is lost (twice): the pusher resends the
+    same recorded bytes, and every reward is paid exactly once."""
+    from tests.fakes.rpc import FakeRpc  # noqa: PLC0415
+
+    dropped: list[str] = []
+
+    def drop_send_replies(method: str, params: list[Any], answer: Any) -> Any:
+        if method == "eth_sendRawTransaction" and len(dropped) < 2:
+            dropped.append(method)
+            return None
+        return answer
+
+    d = deployment
+    bank, campaign = make_bank(d)
+    queue(db_dsn, d, bank, campaign, 6)
+    fake = FakeRpc.start_in_thread(anvil.url, corrupt=drop_send_replies)
+    try:
+        daemons.append(Daemon(make_config(extra=signer_toml(), rpc_url=fake.url), "--no-http"))
+        wait_rewards(db_dsn, "confirmed", 6)
+        wait_synced(db_dsn, anvil)
+        assert len(dropped) == 2
+        assert fake.fake.calls["eth_sendRawTransaction"] >= 2
+    finally:
+        fake.stop()
+    assert assert_paid_once(anvil, d, db_dsn) == 6
