@@ -81,19 +81,29 @@ a chain, an ``INDEXER_RPC_URL_*`` naming no chain, and a key variable set withou
 
 from __future__ import annotations
 
-import difflib
 import hmac
 import json
-import math
 import os
 import re
-import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypedDict
 from urllib.parse import urlsplit
 
+from indexer._toml import (
+    BAD,
+    NAME_RE,
+    Problems,
+    Section,
+    check_address,
+    check_url,
+    expand,
+    hex_key,
+    kind_of,
+    parse_listen,
+    read_toml,
+)
 from indexer.errors import ConfigError
 
 ENV_DATABASE_URL = "DATABASE_URL"
@@ -281,205 +291,6 @@ class Settings:
     config_path: Path | None
 
 
-# --------------------------------------------------------------------------- reading
-
-
-class _Bad:
-    """Marks a value whose problem is already reported (an unset ``$ENV``), so that readers
-    skip it instead of adding a second, misleading problem."""
-
-
-_BAD = _Bad()
-_ENV_REF = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
-_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
-_HEX_KEY = re.compile(r"(?:0x)?([0-9a-fA-F]{64})")
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-
-
-class _Problems:
-    """Collects problems; labels a key path with where its value came from (env, $ENV)."""
-
-    def __init__(self) -> None:
-        self.items: list[str] = []
-        self.origins: dict[str, str] = {}
-
-    def add(self, path: str, message: str) -> None:
-        origin = next(
-            (
-                o
-                for p, o in self.origins.items()
-                if path == p or path.startswith((p + "[", p + "."))
-            ),
-            None,
-        )
-        label = f"{path} (from {origin})" if origin else path
-        self.items.append(f"{label}: {message}")
-
-
-def _kind(value: object) -> str:
-    kinds = {bool: "a boolean", int: "an integer", float: "a float", str: "a string"}
-    kinds |= {list: "an array", dict: "a table"}
-    return kinds.get(type(value), "a date/time")
-
-
-class _Section:
-    """Typed reads from one TOML table that report problems instead of raising: a getter
-    returns None for a missing, mistyped or already-reported value. Unknown keys (typos)
-    are reported on construction, with the closest known key as a hint."""
-
-    def __init__(
-        self, data: Mapping[str, Any], path: str, problems: _Problems, known: Iterable[str]
-    ) -> None:
-        self.data, self.path, self.problems = data, path, problems
-        known = tuple(known)
-        for key in data:
-            if key not in known:
-                close = difflib.get_close_matches(key, known, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                problems.add(self.key(key), f"unknown key{hint}")
-
-    def key(self, name: str) -> str:
-        return f"{self.path}.{name}" if self.path else name
-
-    def has(self, name: str) -> bool:
-        return name in self.data
-
-    def require(self, *names: str) -> None:
-        for name in names:
-            if name not in self.data:
-                self.problems.add(self.key(name), "missing")
-
-    def _typed(self, name: str, types: tuple[type, ...], expected: str) -> Any:
-        value = self.data.get(name)
-        if value is None or value is _BAD:
-            return None
-        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-            self.problems.add(self.key(name), f"expected {expected}, got {_kind(value)}")
-            return None
-        return value
-
-    def get_str(self, name: str) -> str | None:
-        value: str | None = self._typed(name, (str,), "a string")
-        return value
-
-    def get_int(self, name: str, minimum: int = 0) -> int | None:
-        value: int | None = self._typed(name, (int,), "an integer")
-        if value is not None and value < minimum:
-            rule = "must not be negative" if minimum == 0 else f"must be at least {minimum}"
-            self.problems.add(self.key(name), f"{rule}, got {value}")
-            return None
-        return value
-
-    def get_seconds(self, name: str) -> float | None:
-        value = self._typed(name, (int, float), "a number of seconds")
-        if value is not None and not (math.isfinite(value) and value > 0):
-            self.problems.add(self.key(name), f"must be a positive number of seconds, got {value}")
-            return None
-        return None if value is None else float(value)
-
-    def get_table(self, name: str) -> dict[str, Any] | None:
-        value: dict[str, Any] | None = self._typed(name, (dict,), "a table")
-        return value
-
-    def get_tables(self, name: str) -> list[tuple[str, dict[str, Any]]]:
-        """An array of tables as (key path, table) pairs; non-tables are reported."""
-        items: list[Any] | None = self._typed(name, (list,), "an array of tables")
-        out = []
-        for i, item in enumerate(items or []):
-            if isinstance(item, dict):
-                out.append((f"{self.key(name)}[{i}]", item))
-            elif item is not _BAD:
-                self.problems.add(f"{self.key(name)}[{i}]", f"expected a table, got {_kind(item)}")
-        return out
-
-    def get_strings(self, name: str) -> list[str] | None:
-        items: list[Any] | None = self._typed(name, (list,), "an array of strings")
-        if items is None:
-            return None
-        for i, item in enumerate(items):
-            if not isinstance(item, str) and item is not _BAD:
-                self.problems.add(f"{self.key(name)}[{i}]", f"expected a string, got {_kind(item)}")
-        return [item for item in items if isinstance(item, str)]
-
-
-def _expand(value: Any, path: str, env: Mapping[str, str], problems: _Problems) -> Any:
-    """Replace every string written ``"$NAME"`` by the variable NAME, recursively."""
-    if isinstance(value, dict):
-        return {
-            k: _expand(v, f"{path}.{k}" if path else k, env, problems) for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [_expand(v, f"{path}[{i}]", env, problems) for i, v in enumerate(value)]
-    if isinstance(value, str) and (ref := _ENV_REF.fullmatch(value)):
-        if ref[1] not in env:
-            problems.add(path, f"environment variable {ref[1]} is not set")
-            return _BAD
-        problems.origins[path] = value
-        return env[ref[1]]
-    return value
-
-
-def _read_toml(path: Path) -> dict[str, Any]:
-    """The file's TOML document; a missing or unreadable file or a syntax error is the one
-    problem raised, since nothing else can be checked without the document."""
-    if not path.exists():
-        raise ConfigError([f"config file not found: {path}"])
-    try:
-        return tomllib.loads(path.read_bytes().decode("utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"{path}: TOML syntax error: {exc}"]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = getattr(exc, "strerror", None) or type(exc).__name__
-        raise ConfigError([f"cannot read config file {path}: {reason}"]) from None
-
-
-# --------------------------------------------------------------------------- values
-
-
-def _address(text: str, path: str, problems: _Problems) -> str | None:
-    """Lowercase 0x address; mixed case must carry a correct EIP-55 checksum (catches typos)."""
-    if not _ADDRESS.fullmatch(text):
-        problems.add(path, f"not a 20-byte hex address: {json.dumps(text)}")
-        return None
-    body = text[2:]
-    if body != body.lower() and body != body.upper():
-        # Lazy: eth_utils takes ~0.3 s to import and only mixed-case addresses need it.
-        from eth_utils.address import to_checksum_address  # noqa: PLC0415
-
-        if to_checksum_address(text) != text:
-            problems.add(path, f"bad EIP-55 checksum: {json.dumps(text)}")
-            return None
-    return text.lower()
-
-
-def _check_url(url: str, path: str, problems: _Problems) -> None:
-    """An RPC URL is never echoed: it often embeds a provider API key."""
-    try:
-        parts = urlsplit(url)
-        ok = parts.scheme in ("http", "https", "ws", "wss") and bool(parts.hostname)
-        _ = parts.port  # raises on a malformed port
-    except ValueError:
-        ok = False
-    if not ok:
-        problems.add(path, "not an http(s):// or ws(s):// URL")
-
-
-def _listen(text: str) -> tuple[str, int] | None:
-    host, sep, port = text.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    elif ":" in host:
-        return None  # IPv6 must be bracketed
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        return None
-    return host, int(port)
-
-
-def _hex_key(text: str) -> str | None:
-    match = _HEX_KEY.fullmatch(text.strip())
-    return "0x" + match[1].lower() if match else None
-
-
 def env_suffix(chain_name: str) -> str:
     """The ``<CHAIN>`` part of ``INDEXER_RPC_URL_<CHAIN>`` for a chain name."""
     return re.sub(r"[^A-Za-z0-9]", "_", chain_name).upper()
@@ -491,20 +302,20 @@ def env_suffix(chain_name: str) -> str:
 @dataclass(slots=True)
 class _Context:
     env: Mapping[str, str]
-    problems: _Problems
+    problems: Problems
     base_dir: Path
     abi_dir: Path
 
 
 def _database(table: Mapping[str, Any], ctx: _Context) -> Secret:
-    sec = _Section(table, "database", ctx.problems, ("url",))
+    sec = Section(table, "database", ctx.problems, ("url",))
     if ctx.env.get(ENV_DATABASE_URL):
         ctx.problems.origins["database.url"] = ENV_DATABASE_URL
         url: str | None = ctx.env[ENV_DATABASE_URL]
     else:
         url = sec.get_str("url")
     if not url:
-        if sec.data.get("url") is not _BAD:
+        if sec.data.get("url") is not BAD:
             ctx.problems.add("database.url", f"missing (set [database] url or {ENV_DATABASE_URL})")
         return Secret("")
     try:
@@ -525,10 +336,10 @@ _SERVICE_KEYS = (
 )
 
 
-def _service(sec: _Section) -> ServiceSettings:
+def _service(sec: Section) -> ServiceSettings:
     listen = DEFAULT_METRICS_LISTEN
     if (text := sec.get_str("metrics_listen")) is not None:
-        parsed = _listen(text)
+        parsed = parse_listen(text)
         if parsed is None:
             sec.problems.add(sec.key("metrics_listen"), f"not HOST:PORT: {json.dumps(text)}")
         listen = parsed or listen
@@ -543,7 +354,7 @@ def _service(sec: _Section) -> ServiceSettings:
     )
 
 
-def _load_abi(path: Path, key: str, problems: _Problems) -> tuple[dict[str, Any], ...] | None:
+def _load_abi(path: Path, key: str, problems: Problems) -> tuple[dict[str, Any], ...] | None:
     try:
         doc = json.loads(path.read_bytes())
     except FileNotFoundError:
@@ -565,11 +376,11 @@ def _load_abi(path: Path, key: str, problems: _Problems) -> tuple[dict[str, Any]
 _CONTRACT_KEYS = ("name", "abi", "address", "factory", "start_block")
 
 
-def _factory(sec: _Section) -> FactorySpec | None:
+def _factory(sec: Section) -> FactorySpec | None:
     table = sec.get_table("factory")
     if table is None:
         return None
-    fac = _Section(table, sec.key("factory"), sec.problems, ("contract", "event", "parameter"))
+    fac = Section(table, sec.key("factory"), sec.problems, ("contract", "event", "parameter"))
     fac.require("contract", "event", "parameter")
     contract, event, parameter = (
         fac.get_str("contract"),
@@ -581,11 +392,11 @@ def _factory(sec: _Section) -> FactorySpec | None:
     return FactorySpec(contract, event, parameter)
 
 
-def _contract(sec: _Section, ctx: _Context) -> tuple[ContractSpec | None, int | None]:
+def _contract(sec: Section, ctx: _Context) -> tuple[ContractSpec | None, int | None]:
     """The contract, or None when unusable; and its start_block as given (None if absent)."""
     sec.require("name")
     name = sec.get_str("name")
-    if name is not None and not _NAME.fullmatch(name):
+    if name is not None and not NAME_RE.fullmatch(name):
         sec.problems.add(sec.key("name"), f"not a valid contract name: {json.dumps(name)}")
         name = None
     given_abi = sec.get_str("abi")
@@ -598,7 +409,7 @@ def _contract(sec: _Section, ctx: _Context) -> tuple[ContractSpec | None, int | 
     if abi_path is not None:
         abi = _load_abi(abi_path, sec.key("abi" if given_abi else "name"), sec.problems)
     text = sec.get_str("address")
-    address = None if text is None else _address(text, sec.key("address"), sec.problems)
+    address = None if text is None else check_address(text, sec.key("address"), sec.problems)
     factory = _factory(sec)
     if sec.has("address") == sec.has("factory"):
         sec.problems.add(sec.path, "give exactly one of `address` or `factory`")
@@ -627,12 +438,12 @@ def _factory_problem(
     return "parameter", f"event {fac.event} has no address input named {fac.parameter!r}"
 
 
-def _contracts(sec: _Section, ctx: _Context) -> tuple[ContractSpec, ...]:
+def _contracts(sec: Section, ctx: _Context) -> tuple[ContractSpec, ...]:
     parsed: list[tuple[str, ContractSpec, int | None]] = []
     seen: dict[str, str] = {}
     broken = set()  # names of contracts already reported unusable (e.g. no ABI file)
     for path, table in sec.get_tables("contracts"):
-        spec, start = _contract(_Section(table, path, ctx.problems, _CONTRACT_KEYS), ctx)
+        spec, start = _contract(Section(table, path, ctx.problems, _CONTRACT_KEYS), ctx)
         if spec is None:
             broken.add(table.get("name"))
             continue
@@ -670,7 +481,7 @@ _CHAIN_KEYS = (
 )
 
 
-def _rpc_urls(sec: _Section, name: str, ctx: _Context) -> tuple[str, ...]:
+def _rpc_urls(sec: Section, name: str, ctx: _Context) -> tuple[str, ...]:
     key = sec.key("rpc_urls")
     var = ENV_RPC_URL_PREFIX + env_suffix(name)
     if name and ctx.env.get(var):
@@ -685,26 +496,28 @@ def _rpc_urls(sec: _Section, name: str, ctx: _Context) -> tuple[str, ...]:
     if not urls:
         ctx.problems.add(key, "no RPC URL given")
     for i, url in enumerate(urls):
-        _check_url(url, f"{key}[{i}]", ctx.problems)
+        check_url(url, f"{key}[{i}]", ctx.problems)
     return tuple(urls)
 
 
-def _multicall3(sec: _Section, default: str | None) -> str | None:
+def _multicall3(sec: Section, default: str | None) -> str | None:
     value = sec.data.get("multicall3")
     if value is False:
         return None
-    if value is None or value is _BAD:
+    if value is None or value is BAD:
         return default
     if not isinstance(value, str):
-        sec.problems.add(sec.key("multicall3"), f"expected an address or false, got {_kind(value)}")
+        sec.problems.add(
+            sec.key("multicall3"), f"expected an address or false, got {kind_of(value)}"
+        )
         return None
-    return _address(value, sec.key("multicall3"), sec.problems)
+    return check_address(value, sec.key("multicall3"), sec.problems)
 
 
-def _chain(sec: _Section, ctx: _Context) -> ChainSettings:
+def _chain(sec: Section, ctx: _Context) -> ChainSettings:
     sec.require("name", "chain_id")
     name = sec.get_str("name") or ""
-    if name and not _NAME.fullmatch(name):
+    if name and not NAME_RE.fullmatch(name):
         sec.problems.add(sec.key("name"), f"not a valid chain name: {json.dumps(name)}")
     chain_id = sec.get_int("chain_id", minimum=1) or 0
     d = chain_defaults(chain_id)
@@ -735,13 +548,13 @@ def _chain(sec: _Section, ctx: _Context) -> ChainSettings:
     )
 
 
-def _chains(root: _Section, ctx: _Context) -> tuple[ChainSettings, ...]:
+def _chains(root: Section, ctx: _Context) -> tuple[ChainSettings, ...]:
     chains: list[ChainSettings] = []
     names: dict[str, str] = {}
     ids: dict[int, str] = {}
     env_vars: dict[str, str] = {}  # "a-b" and "a_b" would share one INDEXER_RPC_URL_A_B
     for path, table in root.get_tables("chains"):
-        chain = _chain(_Section(table, path, ctx.problems, _CHAIN_KEYS), ctx)
+        chain = _chain(Section(table, path, ctx.problems, _CHAIN_KEYS), ctx)
         var = ENV_RPC_URL_PREFIX + env_suffix(chain.name)
         if chain.name in names:
             ctx.problems.add(f"{path}.name", f"duplicate chain name, as {names[chain.name]}")
@@ -773,7 +586,7 @@ _SIGNER_KEYS = (
 )
 
 
-def _key(sec: _Section, name: str, var: str, ctx: _Context) -> Secret | None:
+def _key(sec: Section, name: str, var: str, ctx: _Context) -> Secret | None:
     """A key from env var, inline value or key file; None when absent or bad (reported)."""
     label = "signer key" if name == "key" else "sender key"
     path = sec.key(name)
@@ -790,13 +603,13 @@ def _key(sec: _Section, name: str, var: str, ctx: _Context) -> Secret | None:
         text = sec.get_str(name)
     if text is None:
         return None
-    key = _hex_key(text)
+    key = hex_key(text)
     if key is None:
         ctx.problems.add(path, f"{label} is not a 32-byte hex key")
     return None if key is None else Secret(key)
 
 
-def _read_key_file(path: Path, key: str, problems: _Problems) -> str | None:
+def _read_key_file(path: Path, key: str, problems: Problems) -> str | None:
     """The file's text; never echoes it, even in a decoding error."""
     try:
         return path.read_bytes().decode("ascii")
@@ -817,7 +630,7 @@ def _signer(table: Mapping[str, Any] | None, ctx: _Context) -> SignerSettings | 
             if ctx.env.get(var):
                 ctx.problems.add(var, "is set but the config has no [signer] table")
         return None
-    sec = _Section(table, "signer", ctx.problems, _SIGNER_KEYS)
+    sec = Section(table, "signer", ctx.problems, _SIGNER_KEYS)
     key = _key(sec, "key", ENV_SIGNER_KEY, ctx)
     sources = ("key", "key_file")
     if key is None and not ctx.env.get(ENV_SIGNER_KEY) and not any(map(sec.has, sources)):
@@ -845,13 +658,13 @@ def load(
     ``abi_dir`` beats ``[service] abi_dir`` beats ``<repo>/abis``. Raises ``ConfigError``
     listing every problem found; reads ABI and key files but touches no network."""
     env = os.environ if env is None else env
-    problems = _Problems()
-    raw = _read_toml(path) if path is not None else {}
-    raw = _expand(raw, "", env, problems)
-    root = _Section(raw, "", problems, ("database", "service", "chains", "signer"))
+    problems = Problems()
+    raw = read_toml(path) if path is not None else {}
+    raw = expand(raw, "", env, problems)
+    root = Section(raw, "", problems, ("database", "service", "chains", "signer"))
     tables = {name: root.get_table(name) for name in ("database", "service", "signer")}
     base_dir = path.parent if path is not None else Path()
-    service_sec = _Section(tables["service"] or {}, "service", problems, _SERVICE_KEYS)
+    service_sec = Section(tables["service"] or {}, "service", problems, _SERVICE_KEYS)
     configured_dir = service_sec.get_str("abi_dir")
     if abi_dir is None:
         abi_dir = base_dir / configured_dir if configured_dir is not None else DEFAULT_ABI_DIR
