@@ -2,11 +2,14 @@
 PY     := .venv/bin/python
 PYTEST := $(PY) -m pytest
 
-.PHONY: setup contracts fmt lint typecheck test test-unit test-contracts test-pg test-e2e \
+.PHONY: demo setup contracts fmt lint typecheck test test-unit test-contracts test-pg test-e2e \
         test-faults test-slow bench all clean
 
 setup:            ## one command on a fresh machine: .venv, anvil/solc/OpenZeppelin, PostgreSQL
 	@bash scripts/setup.sh
+
+demo: setup       ## a local chain, PostgreSQL and the daemon, live (Ctrl-C ends)
+	.venv/bin/indexer demo
 
 contracts: setup  ## compile contracts/ into abis/
 	$(PY) scripts/compile_contracts.py
