@@ -270,3 +270,33 @@ def reconcile(
         typer.echo(ops.format_reconcile(reports))
     consistent = all(r.consistent for r in reports)
     raise typer.Exit(EXIT_OK if consistent else EXIT_INCONSISTENT)
+
+
+@app.command()
+def demo(
+    duration: Annotated[
+        float | None, typer.Option("--duration", help="Stop after SECONDS (default: Ctrl-C).")
+    ] = None,
+    no_tty: Annotated[
+        bool, typer.Option("--no-tty", help="JSON lines instead of the live screen.")
+    ] = False,
+    keep: Annotated[
+        bool, typer.Option("--keep", help="Keep the embedded database (server stopped).")
+    ] = False,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the simulated traffic.")] = 1,
+) -> None:
+    """Everything on this machine: anvil, PostgreSQL (embedded unless DATABASE_URL is set),
+    the contracts, simulated traffic with reorgs, the daemon and a live view. Ctrl-C stops
+    it and every process it started; files go to ./.rewardsync/."""
+    from indexer.demo import app as demo_app  # noqa: PLC0415 (web3 loads only for the demo)
+
+    if duration is not None and duration <= 0:
+        _fail(EXIT_USAGE, "--duration must be > 0")
+    opts = demo_app.Options(
+        duration=duration,
+        tty=not no_tty and sys.stdout.isatty(),
+        keep=keep,
+        seed=seed,
+        home=Path.cwd() / ".rewardsync",
+    )
+    raise typer.Exit(demo_app.main(opts))

@@ -224,14 +224,18 @@ async def run(
     until_block: int | None = None,
     exit_when_caught_up: bool = False,
     serve_http: bool = True,
+    stop: asyncio.Event | None = None,
 ) -> int:
-    """Run the followers; returns the process exit code (0 ok, 1 halted in exit mode)."""
+    """Run the followers; returns the process exit code (0 ok, 1 halted in exit mode).
+
+    ``stop``: setting it ends the run as SIGTERM does (``indexer demo`` runs the daemon
+    in-process and stops it after its traffic)."""
     selected = [c for c in settings.chains if not chains or c.name in chains]
     for c in selected:
         metrics.init_chain(c.name)
     dsn = settings.database_url.reveal()
     pool = await db.create_pool(dsn, app=SINK_APP_NAME, size=2 + 2 * len(selected))
-    stop = asyncio.Event()
+    stop = stop if stop is not None else asyncio.Event()
     try:
         await db.check_version(pool)
         async with contextlib.AsyncExitStack() as stack:

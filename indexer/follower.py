@@ -51,6 +51,8 @@ from indexer.types import BlockHeader, RawLog
 log = structlog.get_logger()
 
 ANCESTOR_CHUNK = 16  # node headers fetched per round of the common-ancestor walk
+TARGET_LOGS_PER_RANGE = 20_000  # bounds memory: at most two ranges of about this many logs
+INITIAL_SPAN_BLOCKS = 64  # the first range is small; it doubles while ranges stay light
 BACKOFF_BASE_S = 0.5
 BACKOFF_MAX_S = 30.0
 
@@ -102,6 +104,9 @@ class FollowerSpec:
 @dataclass(slots=True)
 class _Fetched:
     logs: list[RawLog] = field(default_factory=list)
+    first: int = 0
+    last: int = 0
+    full: bool = False
     headers: dict[int, BlockHeader] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
     quarantined: list[Undecodable] = field(default_factory=list)
@@ -130,6 +135,8 @@ class ChainFollower:
         self.finalized = -1
         self.checkpoint = -1
         self.halted = False
+        self._prefetch: asyncio.Task[_Fetched] | None = None
+        self._span = min(spec.batch_blocks, INITIAL_SPAN_BLOCKS)
         self.nrpc = 0
 
     # ---- set-up -------------------------------------------------------------------------
@@ -213,15 +220,21 @@ class ChainFollower:
             self._tip_verified = True
         return None
 
-    async def _advance(self, cp: Checkpoint, head: int) -> StepResult:
-        started = time.perf_counter()
-        first = cp.number + 1
-        last = min(head, first + self.spec.batch_blocks - 1)
+    def _plan(self, first: int, head: int) -> tuple[int, bool]:
+        """The last block of the range starting at ``first``, and whether it needs the full
+        header chain (above the finalized block) or only sparse headers (at or below it)."""
+        last = min(head, first + min(self._span, self.spec.batch_blocks) - 1)
         if self.spec.until_block is not None:
             last = min(last, self.spec.until_block)
         full = last > self.finalized
         if full and first <= self.finalized:
             last, full = self.finalized, False  # the final part first, sparse
+        return last, full
+
+    async def _advance(self, cp: Checkpoint, head: int) -> StepResult:
+        started = time.perf_counter()
+        first = cp.number + 1
+        last, full = self._plan(first, head)
         if not full and cp.hash is not None and (cp.finalized is None or cp.number > cp.finalized):
             # The tip was stored above the finality of its time and a sparse range does not
             # link to it: check it explicitly, once, before leaving the reorg window.
@@ -231,28 +244,26 @@ class ChainFollower:
                 return StepResult(Step.WAITING, last=cp.number)
             if node.hash != cp.hash:
                 return await self._rollback(cp, head)
-        self.nrpc += 1
-        rng = await self.rpc.get_range(first, last, self._watched(), full_headers=full)
-        last = rng.to_block
-        if full and cp.hash is not None and rng.headers[first].parent_hash != cp.hash:
+        fetched = await self._take_prefetch(first, last, full)
+        if fetched is None:
+            fetched = await self._fetch(first, last, full)
+        last = fetched.last
+        if full and cp.hash is not None and fetched.headers[first].parent_hash != cp.hash:
             self._tip_verified = False
             return await self._rollback(cp, head)
-        fetched = _Fetched(logs=list(rng.logs), headers=dict(rng.headers))
-        self._check_addresses(fetched.logs, self._watched())
-        await self._decode_all(fetched, last)
-        await self._fill_headers(fetched)
-        stored = (
-            [fetched.headers[n] for n in range(first, last + 1)]
-            if full
-            else [fetched.headers[n] for n in sorted(fetched.headers)]
-        )
+        self._adapt_span(fetched)
+        self._start_prefetch(last + 1, head)
         batch = Batch(
             chain_id=self.spec.chain_id,
             from_block=first,
             to_block=last,
             parent=(cp.number, cp.hash),
             head=fetched.headers[last],
-            headers=stored,
+            headers=(
+                [fetched.headers[n] for n in range(first, last + 1)]
+                if full
+                else [fetched.headers[n] for n in sorted(fetched.headers)]
+            ),
             events=fetched.events,
             quarantined=fetched.quarantined,
             finalized=self.finalized,
@@ -277,6 +288,79 @@ class ChainFollower:
             full_headers=full,
         )
         return StepResult(Step.ADVANCED, first=first, last=last, rows=nrows)
+
+    # ---- pipelining ---------------------------------------------------------------------
+    # Range k+1 is fetched and decoded while range k commits. Commits stay strictly in order:
+    # a prefetched range is used only by the step whose checkpoint it extends, and goes
+    # through the same checks (parent link) as a fresh one; anything else drops it. At most
+    # two ranges are in memory, each sized to about TARGET_LOGS_PER_RANGE logs.
+
+    async def _fetch(self, first: int, last: int, full: bool) -> _Fetched:
+        """Logs and headers of one range, verified and decoded (no database access)."""
+        self.nrpc += 1
+        rng = await self.rpc.get_range(first, last, self._watched(), full_headers=full)
+        fetched = _Fetched(
+            logs=list(rng.logs),
+            headers=dict(rng.headers),
+            first=first,
+            last=rng.to_block,
+            full=full,
+        )
+        self._check_addresses(fetched.logs, self._watched())
+        await self._decode_all(fetched, fetched.last)
+        await self._fill_headers(fetched)
+        return fetched
+
+    def _start_prefetch(self, first: int, head: int) -> None:
+        if self._prefetch is not None or first > head:
+            return
+        if self.spec.until_block is not None and first > self.spec.until_block:
+            return
+        last, full = self._plan(first, head)
+        self._prefetch = asyncio.create_task(self._fetch(first, last, full), name="prefetch")
+
+    async def _take_prefetch(self, first: int, last: int, full: bool) -> _Fetched | None:
+        """The prefetched range if it starts at ``first`` in the same mode and stays within
+        ``last``'s bounds; else None (and it is dropped)."""
+        task, self._prefetch = self._prefetch, None
+        if task is None:
+            return None
+        try:
+            fetched = await task
+        except Exception:  # its error, if any, repeats on the fresh fetch that follows
+            await self._forget_children()
+            return None
+        if fetched.first == first and fetched.full == full and fetched.last <= last:
+            return fetched
+        await self._forget_children()
+        return None
+
+    async def _drop_prefetch(self) -> None:
+        task, self._prefetch = self._prefetch, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+            await self._forget_children()
+
+    async def _forget_children(self) -> None:
+        """A dropped prefetch may have bound children that were never committed."""
+        for address in self._children:
+            self.registry.unbind(address)
+        await self._load_children()
+
+    async def close(self) -> None:
+        """Cancel work in flight (the prefetch); the follower can be used again after."""
+        await self._drop_prefetch()
+
+    def _adapt_span(self, fetched: _Fetched) -> None:
+        """Size the next range for about TARGET_LOGS_PER_RANGE logs (bounded memory)."""
+        blocks = fetched.last - fetched.first + 1
+        n = len(fetched.logs)
+        if n > TARGET_LOGS_PER_RANGE:
+            self._span = max(1, blocks * TARGET_LOGS_PER_RANGE // n)
+        elif n < TARGET_LOGS_PER_RANGE // 2 and blocks >= self._span:
+            self._span = min(self.spec.batch_blocks, self._span * 2)
 
     # ---- fetching and decoding ----------------------------------------------------------
 
@@ -363,6 +447,7 @@ class ChainFollower:
 
     async def _rollback(self, cp: Checkpoint, head: int) -> StepResult:
         """Find the common ancestor and roll back to it, or halt when that is unsafe."""
+        await self._drop_prefetch()
         floor = cp.number - self.spec.max_reorg_depth
         stored = [
             h
@@ -476,6 +561,19 @@ async def run_follower(
 
     Returns the last step (HALTED means the chain is halted; with ``exit_when_caught_up`` the
     caller turns that into a non-zero exit)."""
+    try:
+        return await _drive(follower, poll_interval_s, exit_when_caught_up, stop, rng)
+    finally:
+        await follower.close()
+
+
+async def _drive(
+    follower: ChainFollower,
+    poll_interval_s: float,
+    exit_when_caught_up: bool,
+    stop: asyncio.Event,
+    rng: random.Random | None,
+) -> Step:
     rng = rng or random.Random()
     attempt = 0
     persistent = 0
