@@ -206,9 +206,10 @@ CREATE TABLE IF NOT EXISTS reward_balances (
     contract TEXT NOT NULL,
     token    TEXT NOT NULL CHECK (token ~ '^0x[0-9a-f]{40}$'),
     wallet   TEXT NOT NULL CHECK (wallet ~ '^0x[0-9a-f]{40}$'),
-    added    NUMERIC(78, 0) NOT NULL DEFAULT 0 CHECK (added >= 0),
-    claimed  NUMERIC(78, 0) NOT NULL DEFAULT 0 CHECK (claimed >= 0),
-    pending  NUMERIC(78, 0) GENERATED ALWAYS AS (added - claimed) STORED,
+    -- Sums, unbounded: a hostile watched contract may emit amounts whose sum exceeds uint256.
+    added    NUMERIC NOT NULL DEFAULT 0 CHECK (added >= 0),
+    claimed  NUMERIC NOT NULL DEFAULT 0 CHECK (claimed >= 0),
+    pending  NUMERIC GENERATED ALWAYS AS (added - claimed) STORED,
     PRIMARY KEY (chain_id, contract, token, wallet)
 );
 CREATE INDEX IF NOT EXISTS reward_balances_wallet ON reward_balances (wallet);

@@ -28,9 +28,9 @@ from indexer.errors import (
     DatabaseUnavailable,
     IndexerError,
     SchemaVersionError,
+    SignerNotAuthorized,
     WrongChainId,
 )
-from indexer.pusher import SignerNotAuthorized
 
 app = typer.Typer(
     name="indexer",

@@ -17,7 +17,7 @@ import json
 import signal
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import structlog
@@ -26,13 +26,15 @@ from indexer import db, metrics
 from indexer.checkpoint import CheckpointStore
 from indexer.config import DEFAULT_ABI_DIR, ChainSettings, Settings, SignerSettings
 from indexer.decode import AbiRegistry
-from indexer.errors import DatabaseUnavailable, IndexerError, NotLeader
+from indexer.errors import DatabaseUnavailable, IndexerError, NotLeader, Retryable
 from indexer.follower import ChainFollower, FactoryWatch, FollowerSpec, Step, run_follower
-from indexer.pusher import Pusher
 from indexer.reconcile import Reconciler
 from indexer.rpc import RpcClient
 from indexer.service import ReadyCheck, serve
 from indexer.sink import PostgresSink
+
+if TYPE_CHECKING:
+    from indexer.pusher import Pusher
 
 log = structlog.get_logger()
 
@@ -100,13 +102,30 @@ async def open_chain(
     """RPC client checked against the configured chain id, and the chain's follower."""
     rpc = make_rpc(chain)
     try:
-        await rpc.check_chain_id(chain.chain_id)
+        await _check_chain_id(rpc, chain)
         spec, registry = follower_spec(chain, until_block)
         store = CheckpointStore(pool, chain.chain_id)
         sink = PostgresSink(pool, chain.chain_id, chain.name, confirmations=chain.confirmations)
         yield ChainRuntime(chain, rpc, ChainFollower(spec, rpc, store, sink, registry))
     finally:
         await rpc.close()
+
+
+START_ATTEMPTS = 5
+
+
+async def _check_chain_id(rpc: RpcClient, chain: ChainSettings) -> None:
+    """The chain id check at start, retried through a flaky start (P7); a wrong id is fatal."""
+    for attempt in range(START_ATTEMPTS):
+        try:
+            await rpc.check_chain_id(chain.chain_id)
+            return
+        except Retryable as exc:
+            if attempt == START_ATTEMPTS - 1:
+                raise
+            delay = min(2.0**attempt, 10.0)
+            log.warning("start_retry", chain=chain.name, error=str(exc), delay_s=delay)
+            await asyncio.sleep(delay)
 
 
 class WriterLock:
@@ -273,7 +292,11 @@ async def _pushers(
 
 
 def make_pusher(signer: SignerSettings, rt: ChainRuntime, pool: asyncpg.Pool) -> Pusher:
-    """The pusher of a chain, decoding custom errors with the factory-made bank's ABI."""
+    """The pusher of a chain, decoding custom errors with the factory-made bank's ABI.
+
+    Imported here: eth_account costs ~2 s of start-up that only the pusher needs."""
+    from indexer.pusher import Pusher  # noqa: PLC0415
+
     bank_abi = next((c.abi for c in rt.settings.contracts if c.factory is not None), None)
     if bank_abi is None:
         bank_abi = tuple(json.loads((DEFAULT_ABI_DIR / "ProductBank.json").read_text())["abi"])

@@ -84,3 +84,7 @@ class ChainHalted(Fatal):
 
 class SchemaVersionError(Fatal):
     """The database schema is at another version than this build understands."""
+
+
+class SignerNotAuthorized(Fatal):
+    """The signer lacks DISTRIBUTOR_ROLE on a bank it must push for."""

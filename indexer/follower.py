@@ -479,6 +479,12 @@ class ChainFollower:
                 )
             )
         depth = cp.number - ancestor.number
+        if depth == 0:
+            # The node's own header of our tip agrees with us, yet the range it served does
+            # not link to it (a broken parent hash): bad data, not a reorg.
+            raise InvalidRpcData(
+                f"range after block {cp.number} does not link to the node's own header of it"
+            )
         if cp.finalized is not None and ancestor.number < cp.finalized:
             return await self._halt(
                 FinalityViolation(
@@ -580,14 +586,6 @@ async def _drive(
     while not stop.is_set():
         try:
             result = await follower.step()
-            if result.step is Step.REWOUND and result.last == follower.checkpoint:
-                # A "reorg" of depth 0: the node's headers agree with our tip but the range
-                # it served does not link to it (a broken parent hash). Not progress: count
-                # it like any other bad answer, or a lying node would loop here forever.
-                raise InvalidRpcData(
-                    f"range after block {follower.checkpoint} does not link to the node's own "
-                    "header of that block"
-                )
         except NotLeader:
             raise  # the daemon goes back to standing by
         except _RETRIED as exc:

@@ -37,7 +37,7 @@ from indexer import failpoints, metrics
 from indexer.config import ChainSettings, SignerSettings
 from indexer.db import Q
 from indexer.eip712 import Reward, batch_nonce, sign_reward_batch
-from indexer.errors import Fatal, Retryable, RpcError
+from indexer.errors import Retryable, RpcError, SignerNotAuthorized
 from indexer.rpc import ExecutionReverted, RpcClient
 
 log = structlog.get_logger()
@@ -52,10 +52,6 @@ REBROADCAST_S = 3.0
 FEE_BUMP = 1.25  # replacement fees (nodes require at least +10 %)
 GAS_MARGIN = 1.25
 REFUSAL_BACKOFF_S = (15, 30, 60, 120, 300, 600)
-
-
-class SignerNotAuthorized(Fatal):
-    """The signer lacks DISTRIBUTOR_ROLE on a bank it must push for."""
 
 
 def _error_selectors(abi: tuple[dict[str, Any], ...]) -> dict[str, str]:

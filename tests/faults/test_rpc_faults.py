@@ -338,7 +338,10 @@ def test_rpc_transient_corruption_is_retried_then_committed(
     fakes.append(fake)
     out = indexer(fake_config(tmp_path, db_dsn, fake.url, d, batch_blocks=3), *RUN)
     assert out.code == 0, out.stderr[-2000:]
-    assert kinds(out.events).count("InvalidRpcData") == 2
+    assert len(lies) == 2
+    # A lie met by the prefetch of the next range drops that prefetch silently (the range is
+    # fetched again by the step that needs it), so one or both lies show as step retries.
+    assert 1 <= kinds(out.events).count("InvalidRpcData") <= 2
     assert not out.named("chain_halted")
     assert_all(db_dsn, anvil, d)
 
