@@ -373,6 +373,7 @@ class ChainFollower:
 
     async def _decode_all(self, fetched: _Fetched, last: int) -> None:
         """Decode, discovering factory children; their logs from creation on join the batch."""
+        n_ranged = len(fetched.logs)  # one get_range: ordered and duplicate-free (rpc checks)
         pending = list(fetched.logs)
         while pending:
             new_children: dict[str, int] = {}
@@ -394,8 +395,11 @@ class ChainFollower:
                     sorted(new_children), min(new_children.values()), last, fetched
                 )
                 fetched.logs.extend(pending)
-        fetched.events.sort(key=lambda e: e.log.key)
-        fetched.quarantined.sort(key=lambda q: q.log.key)
+        if len(fetched.logs) > n_ranged:  # children's logs were appended: restore chain order
+            if len({(lg.block_number, lg.log_index) for lg in fetched.logs}) < len(fetched.logs):
+                raise InvalidRpcData("the node returned one log position twice")
+            fetched.events.sort(key=lambda e: (e.log.block_number, e.log.log_index))
+            fetched.quarantined.sort(key=lambda q: (q.log.block_number, q.log.log_index))
 
     def _child_of(self, ev: Event) -> str | None:
         for fw in self.spec.factories:
@@ -431,7 +435,6 @@ class ChainFollower:
         if need:
             self.nrpc += 1
             fetched.headers.update(await self.rpc.headers(need))
-        seen: set[tuple[int, int]] = set()
         for lg in fetched.logs:
             header = fetched.headers.get(lg.block_number)
             if header is None:
@@ -439,9 +442,6 @@ class ChainFollower:
             if header.hash != lg.block_hash:
                 metrics.INVALID_RPC_DATA.labels(self.spec.name).inc()
                 raise InvalidRpcData(f"log block hash differs from header at {lg.block_number}")
-            if lg.key in seen:
-                raise InvalidRpcData(f"duplicate log {lg.key}")
-            seen.add(lg.key)
 
     # ---- reorgs -------------------------------------------------------------------------
 

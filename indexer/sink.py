@@ -218,7 +218,7 @@ class PostgresSink:
                 await self._check_parent(con, batch.parent)
                 rows = await self._write_rows(con, batch)
                 await failpoints.hit("sink.after_events")
-                await self._apply_balances(con, batch.events)
+                deltas = await self._apply_balances(con, batch.events)
                 await con.execute(
                     Q["update_checkpoint"],
                     self.chain_id,
@@ -240,7 +240,7 @@ class PostgresSink:
                     first=batch.from_block,
                     last=batch.to_block,
                     tables=sorted(rows),
-                    wallets=sorted({k[2] for k in balance_deltas(batch.events)}),
+                    wallets=sorted({k[2] for k in deltas}),
                 )
                 await con.execute(Q["notify"], payload)
                 await failpoints.hit("sink.after_checkpoint")
@@ -275,10 +275,13 @@ class PostgresSink:
             written[table] = len(rows)
         return written
 
-    async def _apply_balances(self, con: Conn, events: Sequence[Event]) -> None:
+    async def _apply_balances(
+        self, con: Conn, events: Sequence[Event]
+    ) -> dict[tuple[str, str, str], list[int]]:
+        """Add a batch's reward deltas to reward_balances; returns them (for NOTIFY)."""
         deltas = balance_deltas(events)
         if not deltas:
-            return
+            return deltas
         keys = list(deltas)
         await con.execute(
             Q["add_balances"],
@@ -289,6 +292,7 @@ class PostgresSink:
             [deltas[k][0] for k in keys],
             [deltas[k][1] for k in keys],
         )
+        return deltas
 
     async def rewind_to(
         self,
