@@ -307,6 +307,7 @@ class ChainFollower:
             full=full,
         )
         self._check_addresses(fetched.logs, self._watched())
+        _check_order(fetched.logs)
         await self._decode_all(fetched, fetched.last)
         await self._fill_headers(fetched)
         return fetched
@@ -531,6 +532,18 @@ class ChainFollower:
         self.halted = halted
         metrics.HALTED.labels(self.spec.name).set(1 if halted else 0)
         metrics.HEALTHY.labels(self.spec.name).set(0 if halted else 1)
+
+
+def _check_order(logs: Sequence[RawLog]) -> None:
+    """One range's logs must be strictly ordered by (block, log index): no duplicate, no
+    reordering (one pass over ints; the RPC client checks this too, the follower does not
+    rely on it)."""
+    prev_block, prev_index = -1, -1
+    for lg in logs:
+        block, index = lg.block_number, lg.log_index
+        if block < prev_block or (block == prev_block and index <= prev_index):
+            raise InvalidRpcData(f"log ({block}, {index}) duplicated or out of order")
+        prev_block, prev_index = block, index
 
 
 def backoff_s(attempt: int, rng: random.Random) -> float:
