@@ -266,6 +266,8 @@ async def run(
                     serve(settings.service.metrics_listen, _readiness(runtimes, settings))
                 )
             side = [] if exit_when_caught_up else await _pushers(settings, runtimes, pool)
+            if not exit_when_caught_up:
+                side += [(f"endpoints:{rt.settings.name}", _endpoint_probe(rt)) for rt in runtimes]
             side += [] if exit_when_caught_up else _reconcilers(settings, runtimes, pool)
             with on_stop(stop):
                 results = await _run_all(runtimes, dsn, stop, exit_when_caught_up, side)
@@ -275,6 +277,27 @@ async def run(
     for rt in halted:
         log.error("exit_halted", chain=rt.settings.name)
     return 1 if halted else 0
+
+
+ENDPOINT_PROBE_S = 15.0
+
+
+def _endpoint_probe(rt: ChainRuntime) -> SideTask:
+    """Per-endpoint health for /metrics: up, and head lag behind the best endpoint."""
+
+    async def probe(stop: asyncio.Event) -> None:
+        name = rt.settings.name
+        while not stop.is_set():
+            heads = await rt.rpc.endpoint_heads()
+            best = max((h for h in heads.values() if h is not None), default=None)
+            for idx, head in heads.items():
+                metrics.RPC_ENDPOINT_UP.labels(name, str(idx)).set(0 if head is None else 1)
+                if head is not None and best is not None:
+                    metrics.RPC_ENDPOINT_HEAD_LAG.labels(name, str(idx)).set(best - head)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), ENDPOINT_PROBE_S)
+
+    return probe
 
 
 async def _pushers(

@@ -52,6 +52,7 @@ log = structlog.get_logger()
 
 ANCESTOR_CHUNK = 16  # node headers fetched per round of the common-ancestor walk
 TARGET_LOGS_PER_RANGE = 20_000  # bounds memory: at most two ranges of about this many logs
+BLOOM_RETRIES = 3  # empty answers for a block whose bloom admits our contracts, retried
 INITIAL_SPAN_BLOCKS = 64  # the first range is small; it doubles while ranges stay light
 BACKOFF_BASE_S = 0.5
 BACKOFF_MAX_S = 30.0
@@ -136,6 +137,7 @@ class ChainFollower:
         self.checkpoint = -1
         self.halted = False
         self._prefetch: asyncio.Task[_Fetched] | None = None
+        self._bloom_doubts: dict[str, int] = {}
         self._span = min(spec.batch_blocks, INITIAL_SPAN_BLOCKS)
         self.nrpc = 0
 
@@ -310,7 +312,34 @@ class ChainFollower:
         _check_order(fetched.logs)
         await self._decode_all(fetched, fetched.last)
         await self._fill_headers(fetched)
+        self._check_blooms(fetched)
         return fetched
+
+    def _check_blooms(self, fetched: _Fetched) -> None:
+        """A block whose bloom admits a watched contract of which the node returned no log may
+        be a lagging backend's empty answer: retry it (LaggingNode) up to BLOOM_RETRIES
+        times. Blooms have false positives, so after that the empty answer is accepted."""
+        present: dict[int, set[str]] = {}
+        for lg in fetched.logs:
+            present.setdefault(lg.block_number, set()).add(lg.address)
+        watched = self._watched()
+        for number, header in fetched.headers.items():
+            if header.logs_bloom is None:
+                continue
+            seen = present.get(number, set())
+            if not header.may_have_logs_of(a for a in watched if a not in seen):
+                continue
+            doubts = self._bloom_doubts.get(header.hash, 0) + 1
+            if doubts <= BLOOM_RETRIES:
+                if len(self._bloom_doubts) > 10_000:
+                    self._bloom_doubts.clear()
+                self._bloom_doubts[header.hash] = doubts
+                raise LaggingNode(
+                    f"block {number}: its bloom admits a watched contract but the node "
+                    "returned no log for it"
+                )
+            self._bloom_doubts.pop(header.hash, None)
+            log.info("bloom_false_positive_accepted", block=number)
 
     def _start_prefetch(self, first: int, head: int) -> None:
         if self._prefetch is not None or first > head:

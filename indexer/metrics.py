@@ -86,3 +86,20 @@ def init_chain(chain: str) -> None:
         histogram.labels(chain)
     for gauge in (HALTED, LEADER):
         gauge.labels(chain)
+
+
+RPC_ENDPOINT_SECONDS = Histogram(
+    "indexer_rpc_endpoint_request_seconds",
+    "HTTP round-trip latency per RPC endpoint (by index)",
+    ["chain", "endpoint"],
+)
+RPC_ENDPOINT_HEAD_LAG = Gauge(
+    "indexer_rpc_endpoint_head_lag_blocks",
+    "Blocks an RPC endpoint's head is behind the best endpoint of its chain",
+    ["chain", "endpoint"],
+)
+RPC_ENDPOINT_UP = Gauge(
+    "indexer_rpc_endpoint_up",
+    "1 when the RPC endpoint answered its last head probe",
+    ["chain", "endpoint"],
+)

@@ -43,6 +43,7 @@ from indexer.errors import (
 from indexer.metrics import (
     INVALID_RPC_DATA,
     RPC_ENDPOINT_ERRORS,
+    RPC_ENDPOINT_SECONDS,
     RPC_LOG_RANGE,
     RPC_REQUESTS,
     RPC_SECONDS,
@@ -306,7 +307,18 @@ def parse_header(raw: Any) -> BlockHeader:
         hash=_hex(raw.get("hash"), "block hash", length=66),
         parent_hash=_hex(raw.get("parentHash"), "parent hash", length=66),
         timestamp=_qty(raw.get("timestamp"), "block timestamp"),
+        logs_bloom=_bloom(raw.get("logsBloom")),
     )
+
+
+def _bloom(value: Any) -> bytes | None:
+    """The 256-byte logs bloom, or None when absent or malformed (then it proves nothing)."""
+    if isinstance(value, str) and len(value) == 514 and value.startswith("0x"):
+        try:
+            return bytes.fromhex(value[2:])
+        except ValueError:
+            return None
+    return None
 
 
 class _Seen:
@@ -529,6 +541,7 @@ class RpcClient:
     async def _post(self, idx: int, body: bytes) -> Any:
         """One HTTP round trip; transient failures become ``_Transient`` (no URL inside)."""
         session = self._get_session()
+        started = time.perf_counter()
         try:
             async with asyncio.timeout(self._timeout_s):
                 async with session.post(self._urls[idx], data=body, headers=_HEADERS) as resp:
@@ -543,6 +556,7 @@ class RpcClient:
             if isinstance(exc, OSError) and exc.strerror:
                 detail += f" ({exc.strerror})"  # errno text and host:port, never the path
             raise _Transient("transport", detail) from None
+        RPC_ENDPOINT_SECONDS.labels(self._chain, str(idx)).observe(time.perf_counter() - started)
         if status == 429:
             raise _Transient("rate_limited", "HTTP 429", _parse_retry_after(retry_after))
         if status >= 500 or status == 408:
@@ -660,6 +674,23 @@ class RpcClient:
         return results
 
     # -- chain ---------------------------------------------------------------------------------
+
+    async def endpoint_heads(self) -> dict[int, int | None]:
+        """Each endpoint's head, asked directly (no retry, no failover): None when it did not
+        answer. For per-endpoint health metrics, not for indexing."""
+
+        async def one(idx: int) -> int | None:
+            body = orjson.dumps(
+                {"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber", "params": []}
+            )
+            try:
+                answer = await self._post(idx, body)
+                return int(answer["result"], 16)
+            except Exception:  # any failure means "not healthy", reported as None
+                return None
+
+        heads = await asyncio.gather(*(one(i) for i in range(len(self._urls))))
+        return dict(enumerate(heads))
 
     async def chain_id(self) -> int:
         """``eth_chainId`` as an int."""

@@ -4,7 +4,11 @@ Addresses and hashes are lowercase ``0x`` hex strings, normalised once at the RP
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
+
+from eth_utils.crypto import keccak
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,6 +19,26 @@ class BlockHeader:
     hash: str
     parent_hash: str
     timestamp: int
+    logs_bloom: bytes | None = None  # 256 bytes when the node sent it
+
+    def may_have_logs_of(self, addresses: Iterable[str]) -> bool:
+        """Whether the block's bloom filter admits a log of one of ``addresses`` (False
+        positives happen; a False is certain). Unknown bloom: True."""
+        bloom = self.logs_bloom
+        if bloom is None:
+            return True
+        return any(all(bloom[i] & m for i, m in _bloom_bits(a)) for a in addresses)
+
+
+@lru_cache(maxsize=65_536)
+def _bloom_bits(address: str) -> tuple[tuple[int, int], ...]:
+    """The three (byte index, mask) pairs an address sets in a 2048-bit logs bloom."""
+    digest = keccak(bytes.fromhex(address[2:]))
+    out = []
+    for i in (0, 2, 4):
+        bit = ((digest[i] << 8) | digest[i + 1]) & 2047
+        out.append((255 - bit // 8, 1 << (bit % 8)))
+    return tuple(out)
 
 
 @dataclass(frozen=True, slots=True)
