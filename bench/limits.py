@@ -27,7 +27,7 @@ import orjson
 from indexer import daemon
 from indexer.config import load
 from indexer.decode import Event, Undecodable
-from indexer.rpc import parse_header, parse_log
+from indexer.rpcdata import parse_header, parse_log
 from indexer.sink import BLOCK_COLUMNS, Batch, group_rows
 from indexer.types import BlockHeader
 

@@ -22,7 +22,7 @@ import random
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, Final, Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -47,6 +47,13 @@ from indexer.metrics import (
     RPC_LOG_RANGE,
     RPC_REQUESTS,
     RPC_SECONDS,
+)
+from indexer.rpcdata import (
+    HEX_RE,
+    hex_field,
+    parse_header,
+    qty_field,
+    validate_range,
 )
 from indexer.types import BlockHeader, RangeResult, RawLog
 
@@ -86,7 +93,6 @@ _SUGGESTED_RANGE_RE: Final = re.compile(r"\[(0x[0-9a-fA-F]+),\s*(0x[0-9a-fA-F]+)
 _SUGGESTED_SPAN_RE: Final = re.compile(
     r"up to an? ([\d,]+)(k?) block range|limited to an? ([\d,]+)"
 )
-_HEX_RE: Final = re.compile(r"0x[0-9a-fA-F]*\Z")
 _LONG_SEGMENT: Final = 16
 
 
@@ -182,7 +188,7 @@ def _parse_retry_after(value: str | None) -> float | None:
 
 def _revert_data(data: Any, message: str) -> str:
     """The hex revert data wherever the node put it (``data``, nested, or in the message)."""
-    if isinstance(data, str) and _HEX_RE.match(data):
+    if isinstance(data, str) and HEX_RE.match(data):
         return data.lower()
     if isinstance(data, dict):
         for key in ("data", "originalError", "result"):
@@ -282,170 +288,6 @@ def parse_response(data: Any, calls: Sequence[tuple[str, list[Any]]], *, single:
     if errors:
         raise _pick(errors)
     return results
-
-
-def _hex(value: Any, what: str, *, length: int | None = None) -> str:
-    if not isinstance(value, str) or not _HEX_RE.match(value):
-        raise InvalidRpcData(f"{what} is not 0x hex")
-    if length is not None and len(value) != length:
-        raise InvalidRpcData(f"{what} has length {len(value)}, expected {length}")
-    return value.lower()
-
-
-def _qty(value: Any, what: str) -> int:
-    if not isinstance(value, str) or len(value) < 3 or not _HEX_RE.match(value):
-        raise InvalidRpcData(f"{what} is not a hex quantity")
-    return int(value, 16)
-
-
-def parse_header(raw: Any) -> BlockHeader:
-    """A header from a node's block object; raises InvalidRpcData on any malformed field."""
-    if not isinstance(raw, dict):
-        raise InvalidRpcData("block is not an object")
-    return BlockHeader(
-        number=_qty(raw.get("number"), "block number"),
-        hash=_hex(raw.get("hash"), "block hash", length=66),
-        parent_hash=_hex(raw.get("parentHash"), "parent hash", length=66),
-        timestamp=_qty(raw.get("timestamp"), "block timestamp"),
-        logs_bloom=_bloom(raw.get("logsBloom")),
-    )
-
-
-def _bloom(value: Any) -> bytes | None:
-    """The 256-byte logs bloom, or None when absent or malformed (then it proves nothing)."""
-    if isinstance(value, str) and len(value) == 514 and value.startswith("0x"):
-        try:
-            return bytes.fromhex(value[2:])
-        except ValueError:
-            return None
-    return None
-
-
-class _Seen:
-    """Validated field values of one response, so a value repeated across its logs (the block
-    hash, the transaction hash, the address, topic0, a token topic, small quantities) is
-    checked once. The profile of a 200,000-log backfill had a third of its time in
-    ``parse_log``, most of it re-validating the same strings. Keyed by exact input string
-    per field kind, so a hit is the very answer ``_hex``/``_qty`` gave for that string."""
-
-    __slots__ = ("h42", "h66", "qty")
-
-    def __init__(self) -> None:
-        self.h66: dict[str, str] = {}
-        self.h42: dict[str, str] = {}
-        self.qty: dict[str, int] = {}
-
-    def hash66(self, value: Any, what: str) -> str:
-        if type(value) is str:
-            hit = self.h66.get(value)
-            if hit is not None:
-                return hit
-            out = self.h66[value] = _hex(value, what, length=66)
-            return out
-        return _hex(value, what, length=66)
-
-    def number(self, value: Any, what: str) -> int:
-        if type(value) is str:
-            hit = self.qty.get(value)
-            if hit is not None:
-                return hit
-            out = self.qty[value] = _qty(value, what)
-            return out
-        return _qty(value, what)
-
-
-def parse_log(raw: Any, seen: _Seen | None = None) -> RawLog:
-    """A log from a node's log object; raises InvalidRpcData on any malformed field.
-
-    ``seen`` shares validated values between the logs of one response (see ``_Seen``)."""
-    if not isinstance(raw, dict):
-        raise InvalidRpcData("log is not an object")
-    if raw.get("removed", False) is not False:
-        raise InvalidRpcData("log marked removed (reorged away)")
-    memo = seen or _Seen()
-    data = _hex(raw.get("data"), "log data")
-    topics = raw.get("topics")
-    if not isinstance(topics, list) or len(topics) > 4 or len(data) % 2:
-        raise InvalidRpcData("log topics or data malformed")
-    address = raw.get("address")
-    addr = memo.h42.get(address) if type(address) is str else None
-    if addr is None:
-        addr = _hex(address, "log address", length=42)
-        if type(address) is str:
-            memo.h42[address] = addr
-    h66 = memo.hash66
-    return RawLog(
-        block_number=memo.number(raw.get("blockNumber"), "log blockNumber"),
-        block_hash=h66(raw.get("blockHash"), "log blockHash"),
-        tx_hash=h66(raw.get("transactionHash"), "log transactionHash"),
-        tx_index=memo.number(raw.get("transactionIndex"), "log transactionIndex"),
-        log_index=memo.number(raw.get("logIndex"), "log logIndex"),
-        address=addr,
-        topics=tuple([h66(t, "log topic") for t in topics]),
-        data=data,
-    )
-
-
-def _check_headers(
-    from_block: int, to_block: int, headers_raw: Mapping[int, Any], full_headers: bool
-) -> dict[int, BlockHeader]:
-    if headers_raw.get(to_block) is None:
-        raise LaggingNode(f"node has no header for block {to_block} yet")
-    headers: dict[int, BlockHeader] = {}
-    for number, raw in headers_raw.items():
-        if raw is None:
-            raise InvalidRpcData(f"gap: header {number} missing while {to_block} is present")
-        header = parse_header(raw)
-        if header.number != number:
-            raise InvalidRpcData(f"asked for block {number}, got block {header.number}")
-        headers[number] = header
-    if full_headers:
-        if set(headers) != set(range(from_block, to_block + 1)):
-            raise InvalidRpcData(f"headers of {from_block}..{to_block} are not contiguous")
-        for n in range(from_block + 1, to_block + 1):
-            if headers[n].parent_hash != headers[n - 1].hash:
-                raise InvalidRpcData(f"corrupt chain segment: parent hash of block {n}")
-    return headers
-
-
-def validate_range(
-    from_block: int,
-    to_block: int,
-    logs_raw: Any,
-    headers_raw: Mapping[int, Any],
-    *,
-    full_headers: bool,
-    addresses: Collection[str] | None = None,
-) -> RangeResult:
-    """Check a fetched range like Shovel's ``validate()`` and turn it into a RangeResult.
-
-    Raises LaggingNode when the header of ``to_block`` is missing (the node is behind; retry
-    later) and InvalidRpcData for anything that does not verify: malformed fields, a header
-    gap or broken parent link (``full_headers``), a log outside the range, from an address not
-    asked for, with a block hash other than its fetched header's, duplicated, or ``removed``.
-    """
-    headers = _check_headers(from_block, to_block, headers_raw, full_headers)
-    if not isinstance(logs_raw, list):
-        raise InvalidRpcData("eth_getLogs result is not a list")
-    wanted = {a.lower() for a in addresses} if addresses is not None else None
-    logs: list[RawLog] = []
-    seen: set[tuple[int, int]] = set()
-    memo = _Seen()
-    for raw in logs_raw:
-        entry = parse_log(raw, memo)
-        if not from_block <= entry.block_number <= to_block:
-            raise InvalidRpcData(f"log at block {entry.block_number} outside the range")
-        if wanted is not None and entry.address not in wanted:
-            raise InvalidRpcData(f"log from an address not asked for at {entry.block_number}")
-        header = headers.get(entry.block_number)
-        if header is not None and header.hash != entry.block_hash:
-            raise InvalidRpcData(f"log block hash differs from header {entry.block_number}")
-        if entry.key in seen:
-            raise InvalidRpcData(f"duplicate log {entry.key}")
-        seen.add(entry.key)
-        logs.append(entry)
-    logs.sort(key=lambda entry: entry.key)
-    return RangeResult(from_block=from_block, to_block=to_block, logs=logs, headers=headers)
 
 
 def _block_param(block: int | str) -> str:
@@ -694,7 +536,7 @@ class RpcClient:
 
     async def chain_id(self) -> int:
         """``eth_chainId`` as an int."""
-        return _qty(await self.request("eth_chainId", []), "chain id")
+        return qty_field(await self.request("eth_chainId", []), "chain id")
 
     async def check_chain_id(self, expected: int) -> None:
         """Raise WrongChainId unless every endpoint that answers serves chain ``expected``.
@@ -716,7 +558,7 @@ class RpcClient:
                 continue
             if isinstance(answer, BaseException):
                 raise answer
-            actual = _qty(answer[0], "chain id")
+            actual = qty_field(answer[0], "chain id")
             if actual != expected:
                 raise WrongChainId(
                     f"RPC endpoint #{idx} ({redact_url(self._urls[idx])}) serves chain id "
@@ -728,7 +570,7 @@ class RpcClient:
 
     async def block_number(self) -> int:
         """``eth_blockNumber`` as an int."""
-        return _qty(await self.request("eth_blockNumber", []), "block number")
+        return qty_field(await self.request("eth_blockNumber", []), "block number")
 
     async def header(self, block: int | str) -> BlockHeader | None:
         """Header of block ``block`` (a number or a tag), None if the node has no such block.
@@ -869,7 +711,7 @@ class RpcClient:
         call = {"to": to.lower(), "data": "0x" + data.hex()}
         pin = {"blockHash": block_hash.lower(), "requireCanonical": True}
         result = await self.request("eth_call", [call, pin])
-        value = self._counted(lambda r: _hex(r, "eth_call result"), result)
+        value = self._counted(lambda r: hex_field(r, "eth_call result"), result)
         if len(value) % 2:
             self._counted_error("eth_call result has odd length")
         return bytes.fromhex(value[2:])
@@ -880,4 +722,4 @@ class RpcClient:
         Resending is safe: a node that already has it answers "already known", which raises
         RpcError like any other rejection; the caller keeps the hash it recorded."""
         result = await self.request("eth_sendRawTransaction", ["0x" + raw.hex()])
-        return str(self._counted(lambda r: _hex(r, "transaction hash", length=66), result))
+        return str(self._counted(lambda r: hex_field(r, "transaction hash", length=66), result))

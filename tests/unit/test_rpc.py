@@ -29,8 +29,8 @@ from indexer.rpc import (
     classify_error,
     parse_response,
     redact_url,
-    validate_range,
 )
+from indexer.rpcdata import validate_range
 from tests.fakes.rpc import FakeRpc, FakeRpcError
 from tests.procs import free_port
 

@@ -1,0 +1,184 @@
+"""What a node says, checked: headers, logs and fetched ranges parsed from JSON-RPC answers
+and validated (P6) before anyone may commit them.
+
+Like Shovel's ``validate()``: the range's first and last blocks are the ones asked for, headers
+chain by parent hash, every log lies inside the range, comes from a requested address, carries
+its block's hash, and appears once. Hex is normalised to lowercase here, once.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Mapping
+from typing import Any, Final
+
+from indexer.errors import InvalidRpcData, LaggingNode
+from indexer.types import BlockHeader, RangeResult, RawLog
+
+HEX_RE: Final = re.compile(r"0x[0-9a-fA-F]*\Z")
+
+
+def hex_field(value: Any, what: str, *, length: int | None = None) -> str:
+    """A 0x hex string field, lowercased; InvalidRpcData when malformed or of another length."""
+    if not isinstance(value, str) or not HEX_RE.match(value):
+        raise InvalidRpcData(f"{what} is not 0x hex")
+    if length is not None and len(value) != length:
+        raise InvalidRpcData(f"{what} has length {len(value)}, expected {length}")
+    return value.lower()
+
+
+def qty_field(value: Any, what: str) -> int:
+    """A 0x hex quantity as an int; InvalidRpcData when malformed."""
+    if not isinstance(value, str) or len(value) < 3 or not HEX_RE.match(value):
+        raise InvalidRpcData(f"{what} is not a hex quantity")
+    return int(value, 16)
+
+
+def parse_header(raw: Any) -> BlockHeader:
+    """A header from a node's block object; raises InvalidRpcData on any malformed field."""
+    if not isinstance(raw, dict):
+        raise InvalidRpcData("block is not an object")
+    return BlockHeader(
+        number=qty_field(raw.get("number"), "block number"),
+        hash=hex_field(raw.get("hash"), "block hash", length=66),
+        parent_hash=hex_field(raw.get("parentHash"), "parent hash", length=66),
+        timestamp=qty_field(raw.get("timestamp"), "block timestamp"),
+        logs_bloom=_bloom(raw.get("logsBloom")),
+    )
+
+
+def _bloom(value: Any) -> bytes | None:
+    """The 256-byte logs bloom, or None when absent or malformed (then it proves nothing)."""
+    if isinstance(value, str) and len(value) == 514 and value.startswith("0x"):
+        try:
+            return bytes.fromhex(value[2:])
+        except ValueError:
+            return None
+    return None
+
+
+class _Seen:
+    """Validated field values of one response, so a value repeated across its logs (the block
+    hash, the transaction hash, the address, topic0, a token topic, small quantities) is
+    checked once. The profile of a 200,000-log backfill had a third of its time in
+    ``parse_log``, most of it re-validating the same strings. Keyed by exact input string
+    per field kind, so a hit is the very answer ``_hex``/``_qty`` gave for that string."""
+
+    __slots__ = ("h42", "h66", "qty")
+
+    def __init__(self) -> None:
+        self.h66: dict[str, str] = {}
+        self.h42: dict[str, str] = {}
+        self.qty: dict[str, int] = {}
+
+    def hash66(self, value: Any, what: str) -> str:
+        if type(value) is str:
+            hit = self.h66.get(value)
+            if hit is not None:
+                return hit
+            out = self.h66[value] = hex_field(value, what, length=66)
+            return out
+        return hex_field(value, what, length=66)
+
+    def number(self, value: Any, what: str) -> int:
+        if type(value) is str:
+            hit = self.qty.get(value)
+            if hit is not None:
+                return hit
+            out = self.qty[value] = qty_field(value, what)
+            return out
+        return qty_field(value, what)
+
+
+def parse_log(raw: Any, seen: _Seen | None = None) -> RawLog:
+    """A log from a node's log object; raises InvalidRpcData on any malformed field.
+
+    ``seen`` shares validated values between the logs of one response (see ``_Seen``)."""
+    if not isinstance(raw, dict):
+        raise InvalidRpcData("log is not an object")
+    if raw.get("removed", False) is not False:
+        raise InvalidRpcData("log marked removed (reorged away)")
+    memo = seen or _Seen()
+    data = hex_field(raw.get("data"), "log data")
+    topics = raw.get("topics")
+    if not isinstance(topics, list) or len(topics) > 4 or len(data) % 2:
+        raise InvalidRpcData("log topics or data malformed")
+    address = raw.get("address")
+    addr = memo.h42.get(address) if type(address) is str else None
+    if addr is None:
+        addr = hex_field(address, "log address", length=42)
+        if type(address) is str:
+            memo.h42[address] = addr
+    h66 = memo.hash66
+    return RawLog(
+        block_number=memo.number(raw.get("blockNumber"), "log blockNumber"),
+        block_hash=h66(raw.get("blockHash"), "log blockHash"),
+        tx_hash=h66(raw.get("transactionHash"), "log transactionHash"),
+        tx_index=memo.number(raw.get("transactionIndex"), "log transactionIndex"),
+        log_index=memo.number(raw.get("logIndex"), "log logIndex"),
+        address=addr,
+        topics=tuple([h66(t, "log topic") for t in topics]),
+        data=data,
+    )
+
+
+def _check_headers(
+    from_block: int, to_block: int, headers_raw: Mapping[int, Any], full_headers: bool
+) -> dict[int, BlockHeader]:
+    if headers_raw.get(to_block) is None:
+        raise LaggingNode(f"node has no header for block {to_block} yet")
+    headers: dict[int, BlockHeader] = {}
+    for number, raw in headers_raw.items():
+        if raw is None:
+            raise InvalidRpcData(f"gap: header {number} missing while {to_block} is present")
+        header = parse_header(raw)
+        if header.number != number:
+            raise InvalidRpcData(f"asked for block {number}, got block {header.number}")
+        headers[number] = header
+    if full_headers:
+        if set(headers) != set(range(from_block, to_block + 1)):
+            raise InvalidRpcData(f"headers of {from_block}..{to_block} are not contiguous")
+        for n in range(from_block + 1, to_block + 1):
+            if headers[n].parent_hash != headers[n - 1].hash:
+                raise InvalidRpcData(f"corrupt chain segment: parent hash of block {n}")
+    return headers
+
+
+def validate_range(
+    from_block: int,
+    to_block: int,
+    logs_raw: Any,
+    headers_raw: Mapping[int, Any],
+    *,
+    full_headers: bool,
+    addresses: Collection[str] | None = None,
+) -> RangeResult:
+    """Check a fetched range like Shovel's ``validate()`` and turn it into a RangeResult.
+
+    Raises LaggingNode when the header of ``to_block`` is missing (the node is behind; retry
+    later) and InvalidRpcData for anything that does not verify: malformed fields, a header
+    gap or broken parent link (``full_headers``), a log outside the range, from an address not
+    asked for, with a block hash other than its fetched header's, duplicated, or ``removed``.
+    """
+    headers = _check_headers(from_block, to_block, headers_raw, full_headers)
+    if not isinstance(logs_raw, list):
+        raise InvalidRpcData("eth_getLogs result is not a list")
+    wanted = {a.lower() for a in addresses} if addresses is not None else None
+    logs: list[RawLog] = []
+    seen: set[tuple[int, int]] = set()
+    memo = _Seen()
+    for raw in logs_raw:
+        entry = parse_log(raw, memo)
+        if not from_block <= entry.block_number <= to_block:
+            raise InvalidRpcData(f"log at block {entry.block_number} outside the range")
+        if wanted is not None and entry.address not in wanted:
+            raise InvalidRpcData(f"log from an address not asked for at {entry.block_number}")
+        header = headers.get(entry.block_number)
+        if header is not None and header.hash != entry.block_hash:
+            raise InvalidRpcData(f"log block hash differs from header {entry.block_number}")
+        if entry.key in seen:
+            raise InvalidRpcData(f"duplicate log {entry.key}")
+        seen.add(entry.key)
+        logs.append(entry)
+    logs.sort(key=lambda entry: entry.key)
+    return RangeResult(from_block=from_block, to_block=to_block, logs=logs, headers=headers)
