@@ -52,7 +52,8 @@ log = structlog.get_logger()
 
 ANCESTOR_CHUNK = 16  # node headers fetched per round of the common-ancestor walk
 TARGET_LOGS_PER_RANGE = 20_000  # bounds memory: at most two ranges of about this many logs
-BLOOM_RETRIES = 3  # empty answers for a block whose bloom admits our contracts, retried
+BLOOM_RETRIES = 3  # empty answers for a block whose bloom admits our contracts, asked again
+BLOOM_RETRY_S = 0.1  # first pause before asking again (doubles each time)
 INITIAL_SPAN_BLOCKS = 64  # the first range is small; it doubles while ranges stay light
 BACKOFF_BASE_S = 0.5
 BACKOFF_MAX_S = 30.0
@@ -137,7 +138,6 @@ class ChainFollower:
         self.checkpoint = -1
         self.halted = False
         self._prefetch: asyncio.Task[_Fetched] | None = None
-        self._bloom_doubts: dict[str, int] = {}
         self._span = min(spec.batch_blocks, INITIAL_SPAN_BLOCKS)
         self.nrpc = 0
 
@@ -312,34 +312,37 @@ class ChainFollower:
         _check_order(fetched.logs)
         await self._decode_all(fetched, fetched.last)
         await self._fill_headers(fetched)
-        self._check_blooms(fetched)
+        await self._check_blooms(fetched)
         return fetched
 
-    def _check_blooms(self, fetched: _Fetched) -> None:
-        """A block whose bloom admits a watched contract of which the node returned no log may
-        be a lagging backend's empty answer: retry it (LaggingNode) up to BLOOM_RETRIES
-        times. Blooms have false positives, so after that the empty answer is accepted."""
+    async def _check_blooms(self, fetched: _Fetched) -> None:
+        """Above the finalized block, where a load-balanced node may lag: a block whose bloom
+        admits a watched contract of which the node returned no log may be a lagging backend's
+        empty answer. Those blocks' logs are asked for again (a short backoff, BLOOM_RETRIES
+        times); logs that show up mean the range was incomplete (LaggingNode: fetch it all
+        again). Blooms have false positives (an address can also be a topic), so an answer that
+        stays empty is accepted. Final blocks are not checked: no backend lags that far."""
+        if not fetched.full:
+            return
         present: dict[int, set[str]] = {}
         for lg in fetched.logs:
             present.setdefault(lg.block_number, set()).add(lg.address)
         watched = self._watched()
-        for number, header in fetched.headers.items():
-            if header.logs_bloom is None:
-                continue
-            seen = present.get(number, set())
-            if not header.may_have_logs_of(a for a in watched if a not in seen):
-                continue
-            doubts = self._bloom_doubts.get(header.hash, 0) + 1
-            if doubts <= BLOOM_RETRIES:
-                if len(self._bloom_doubts) > 10_000:
-                    self._bloom_doubts.clear()
-                self._bloom_doubts[header.hash] = doubts
-                raise LaggingNode(
-                    f"block {number}: its bloom admits a watched contract but the node "
-                    "returned no log for it"
-                )
-            self._bloom_doubts.pop(header.hash, None)
-            log.info("bloom_false_positive_accepted", block=number)
+        doubtful = sorted(
+            number
+            for number, header in fetched.headers.items()
+            if header.logs_bloom is not None
+            and header.may_have_logs_of(a for a in watched if a not in present.get(number, ()))
+        )
+        for attempt in range(BLOOM_RETRIES if doubtful else 0):
+            await asyncio.sleep(BLOOM_RETRY_S * 2**attempt)
+            self.nrpc += 1
+            for number in doubtful:
+                found = await self.rpc.get_logs(number, number, watched)
+                if any(lg.address not in present.get(number, ()) for lg in found):
+                    raise LaggingNode(f"block {number}: logs missing from the first answer")
+        if doubtful:
+            log.info("bloom_false_positive_accepted", blocks=doubtful)
 
     def _start_prefetch(self, first: int, head: int) -> None:
         if self._prefetch is not None or first > head:

@@ -35,10 +35,11 @@ from eth_utils.crypto import keccak
 
 from indexer import failpoints, metrics
 from indexer.config import ChainSettings, SignerSettings
-from indexer.db import Q
+from indexer.db import CONNECTION_ERRORS, Q
 from indexer.eip712 import Reward, batch_nonce, sign_reward_batch
-from indexer.errors import Retryable, RpcError, SignerNotAuthorized
+from indexer.errors import LaggingNode, Retryable, RpcError, SignerNotAuthorized
 from indexer.rpc import ExecutionReverted, RpcClient
+from indexer.types import BlockHeader
 
 log = structlog.get_logger()
 
@@ -51,6 +52,8 @@ TAKE_LIMIT = 5_000  # rewards taken per round
 REBROADCAST_S = 3.0
 FEE_BUMP = 1.25  # replacement fees (nodes require at least +10 %)
 GAS_MARGIN = 1.25
+# P7: RPC and database faults are retried next round, never an exit.
+_RETRIED: tuple[type[BaseException], ...] = (Retryable, *CONNECTION_ERRORS)
 REFUSAL_BACKOFF_S = (15, 30, 60, 120, 300, 600)
 
 
@@ -112,8 +115,7 @@ class Pusher:
             ]
         if not banks:
             return
-        latest = await self.rpc.header("latest")
-        assert latest is not None
+        latest = await self._latest()
         missing = []
         for bank in banks:
             data = HAS_ROLE + encode(["bytes32", "address"], [DISTRIBUTOR_ROLE, self.signer])
@@ -125,6 +127,12 @@ class Pusher:
                 f"signer {self.signer} lacks DISTRIBUTOR_ROLE on bank(s) {', '.join(missing)} "
                 f"on chain {self.chain.name}"
             )
+
+    async def _latest(self) -> BlockHeader:
+        header = await self.rpc.header("latest")
+        if header is None:
+            raise LaggingNode("the node has no latest block")
+        return header
 
     # ---- the round ----------------------------------------------------------------------
 
@@ -155,14 +163,13 @@ class Pusher:
                         broadcast=result.broadcast,
                         refused=result.refused,
                     )
-            except Retryable as exc:
-                log.warning("push_retry", chain=self.chain.name, error=str(exc))
+            except _RETRIED as exc:
+                log.warning("push_retry", chain=self.chain.name, error=str(exc) or repr(exc))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.settings.push_interval_s)
 
     async def _create_batches(self) -> int:
-        latest = await self.rpc.header("latest")
-        assert latest is not None
+        latest = await self._latest()
         deadline = latest.timestamp + self.settings.deadline_s
         cid = self.chain.chain_id
         created = 0
@@ -363,8 +370,9 @@ class Pusher:
         gas = int(receipt.get("gasUsed", "0x0"), 16)
         if int(receipt.get("status", "0x1"), 16) == 1:
             async with self.pool.acquire() as con:
-                await con.execute(Q["record_mined"], row["id"], gas)
-            metrics.PUSHER_GAS.labels(self.chain.name).inc(gas)
+                first_time = await con.fetchval(Q["record_mined"], row["id"], gas)
+            if first_time is not None:
+                metrics.PUSHER_GAS.labels(self.chain.name).inc(gas)
             return
         # Reverted: find out why with a pre-flight of the same call now.
         decoded = await self._why_reverted(row["bank"], row["call_data"])

@@ -61,8 +61,8 @@ ORDER BY id;
 UPDATE reward_batches SET broadcast_at = now() WHERE id = $1;
 
 -- name: record_mined
--- Gas used by a batch's mined transaction (confirmation itself comes from the indexed event).
-UPDATE reward_batches SET gas_used = $2 WHERE id = $1;
+-- Gas used by a batch's mined transaction, once (confirmation comes from the indexed event).
+UPDATE reward_batches SET gas_used = $2 WHERE id = $1 AND gas_used IS NULL RETURNING id;
 
 -- name: batch_refused
 -- The contract refused the batch for a reason that may pass (budget, balance): keep its nonce,
