@@ -53,7 +53,8 @@ log = structlog.get_logger()
 ANCESTOR_CHUNK = 16  # node headers fetched per round of the common-ancestor walk
 TARGET_LOGS_PER_RANGE = 20_000  # bounds memory: at most two ranges of about this many logs
 BLOOM_RETRIES = 3  # empty answers for a block whose bloom admits our contracts, asked again
-BLOOM_RETRY_S = 0.1  # first pause before asking again (doubles each time)
+BLOOM_RETRY_S = 0.05  # pause before the 2nd and 3rd asks (busy blocks' blooms give false
+# positives often, so this stays short: it sits on the follow latency)
 INITIAL_SPAN_BLOCKS = 64  # the first range is small; it doubles while ranges stay light
 BACKOFF_BASE_S = 0.5
 BACKOFF_MAX_S = 30.0
@@ -318,10 +319,10 @@ class ChainFollower:
     async def _check_blooms(self, fetched: _Fetched) -> None:
         """Above the finalized block, where a load-balanced node may lag: a block whose bloom
         admits a watched contract of which the node returned no log may be a lagging backend's
-        empty answer. Those blocks' logs are asked for again (a short backoff, BLOOM_RETRIES
-        times); logs that show up mean the range was incomplete (LaggingNode: fetch it all
-        again). Blooms have false positives (an address can also be a topic), so an answer that
-        stays empty is accepted. Final blocks are not checked: no backend lags that far."""
+        empty answer. Those blocks' logs are asked for again (at once, then after short
+        pauses, BLOOM_RETRIES times); logs that show up mean the range was incomplete
+        (LaggingNode: fetch it all again). Blooms have false positives (an address can also be
+        a topic), so an answer that stays empty is accepted. Final blocks are not checked: no backend lags that far."""
         if not fetched.full:
             return
         present: dict[int, set[str]] = {}
@@ -335,7 +336,7 @@ class ChainFollower:
             and header.may_have_logs_of(a for a in watched if a not in present.get(number, ()))
         )
         for attempt in range(BLOOM_RETRIES if doubtful else 0):
-            await asyncio.sleep(BLOOM_RETRY_S * 2**attempt)
+            await asyncio.sleep(BLOOM_RETRY_S * attempt)  # at once, then a short pause
             self.nrpc += 1
             for number in doubtful:
                 found = await self.rpc.get_logs(number, number, watched)
