@@ -322,7 +322,8 @@ class ChainFollower:
         empty answer. Those blocks' logs are asked for again (at once, then after short
         pauses, BLOOM_RETRIES times); logs that show up mean the range was incomplete
         (LaggingNode: fetch it all again). Blooms have false positives (an address can also be
-        a topic), so an answer that stays empty is accepted. Final blocks are not checked: no backend lags that far."""
+        a topic), so an answer that stays empty is accepted. Final blocks are not checked: no
+        backend lags that far."""
         if not fetched.full:
             return
         present: dict[int, set[str]] = {}
