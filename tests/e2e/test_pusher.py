@@ -5,6 +5,7 @@ exactly once with its exact amount, whatever fails in between."""
 
 from __future__ import annotations
 
+import subprocess
 import time
 import uuid
 from collections import Counter
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests import checks, deploy
-from tests.harness import Daemon, indexer, wait_synced
+from tests.harness import INDEXER_BIN, Daemon, _env, indexer, wait_synced
 from tests.procs import ANVIL_KEYS, Anvil
 
 pytestmark = [pytest.mark.anvil, pytest.mark.pg]
@@ -215,14 +216,6 @@ def test_pusher_two_pushers_at_once_pay_once(
     bank, campaign = make_bank(d)
     cfg = make_config(extra=signer_toml(push_interval=0.05, max_batch=7))
     daemons.append(Daemon(cfg, "--no-http"))
-    for _ in range(2):
-        d2 = Daemon(cfg, env={})
-        d2.proc.kill()  # replaced by a pusher-only process below
-        d2.close()
-    import subprocess  # noqa: PLC0415 - local: only this test starts bare pushers
-
-    from tests.harness import INDEXER_BIN, _env  # noqa: PLC0415
-
     pushers = [
         subprocess.Popen(
             [INDEXER_BIN, "--config", str(cfg), "--log-format", "json", "push"],
