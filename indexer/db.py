@@ -8,7 +8,6 @@ an advisory lock. Rows of the event tables are written with COPY by the sink.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeAlias
 
@@ -139,17 +138,6 @@ async def check_version(pool: asyncpg.Pool) -> None:
             f"database is at schema version {found}, this build needs {SCHEMA_VERSION}"
             + (": run `indexer migrate`" if found < SCHEMA_VERSION else "")
         )
-
-
-@dataclass(frozen=True, slots=True)
-class Table:
-    """A whitelisted table name, safe to splice into SQL (identifiers only from this list)."""
-
-    name: str
-
-    def __post_init__(self) -> None:
-        if not re.fullmatch(r"[a-z_]+", self.name):
-            raise ValueError(f"bad table name {self.name!r}")
 
 
 def quote_ident(name: str) -> str:

@@ -459,22 +459,9 @@ class AbiRegistry:
     def unbind(self, address: str) -> None:
         self._by_address.pop(address.lower(), None)
 
-    def is_bound(self, address: str) -> bool:
-        return address.lower() in self._by_address
-
-    def addresses(self) -> list[str]:
-        return sorted(self._by_address)
-
     def specs(self) -> list[EventSpec]:
         """Every compiled event of every ABI."""
         return [s for d in self._by_name.values() for s in d.by_topic0.values()]
-
-    def event(self, name: str, event: str) -> EventSpec:
-        """The spec of ``event`` in ABI ``name`` (KeyError when absent)."""
-        for spec in self._by_name[name].by_topic0.values():
-            if spec.name == event:
-                return spec
-        raise KeyError(f"{name}.{event}")
 
     def decode(self, log: RawLog) -> Event | Undecodable:
         decoder = self._by_address.get(log.address)

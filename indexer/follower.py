@@ -339,10 +339,14 @@ class ChainFollower:
         for attempt in range(BLOOM_RETRIES if doubtful else 0):
             await asyncio.sleep(BLOOM_RETRY_S * attempt)  # at once, then a short pause
             self.nrpc += 1
-            for number in doubtful:
-                found = await self.rpc.get_logs(number, number, watched)
-                if any(lg.address not in present.get(number, ()) for lg in found):
-                    raise LaggingNode(f"block {number}: logs missing from the first answer")
+            found = await self.rpc.get_logs(doubtful[0], doubtful[-1], watched)
+            for lg in found:
+                if lg.block_number in doubtful and lg.address not in present.get(
+                    lg.block_number, ()
+                ):
+                    raise LaggingNode(
+                        f"block {lg.block_number}: logs missing from the first answer"
+                    )
         if doubtful:
             log.info("bloom_false_positive_accepted", blocks=doubtful)
 
