@@ -7,8 +7,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import NamedTuple
 
-from eth_utils.crypto import keccak
+from eth_hash.auto import keccak
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,9 +42,16 @@ def _bloom_bits(address: str) -> tuple[tuple[int, int], ...]:
     return tuple(out)
 
 
-@dataclass(frozen=True, slots=True)
-class RawLog:
-    """One log as the node returned it (validated, not yet decoded)."""
+class RawLog(NamedTuple):
+    """One log as the node returned it (validated, not yet decoded).
+
+    A NamedTuple rather than a frozen dataclass: equally immutable, and built in a third of
+    the time (a frozen dataclass sets each field through ``object.__setattr__``), which
+    counts at hundreds of thousands of logs per backfill.
+
+    The promise every consumer relies on (the decoder reads values by slicing): hashes and
+    topics are lowercase ``0x`` hex of 32 bytes, the address of 20, ``data`` lowercase ``0x``
+    hex of whole bytes. ``rpcdata.parse_log`` is where a node's logs are made to keep it."""
 
     block_number: int
     block_hash: str

@@ -73,14 +73,23 @@ SELECT detected_at, depth, common_ancestor, kind FROM reorgs
 WHERE chain_id = $1 ORDER BY id DESC LIMIT 1;
 
 -- name: add_balances
--- Apply aggregated per-(contract, token, wallet) deltas of a batch to reward_balances.
+-- Add a committed range's reward events to reward_balances, aggregated by PostgreSQL from the
+-- rows just COPYed (every row of the range belongs to the batch: nothing lies above the
+-- checkpoint it extends). Returns the wallets whose balances changed, for NOTIFY.
+WITH d AS (
+    SELECT contract, token, wallet, amount AS added, 0::numeric AS claimed
+    FROM reward_added WHERE chain_id = $1 AND block_number BETWEEN $2 AND $3
+    UNION ALL
+    SELECT contract, token, wallet, 0::numeric, amount
+    FROM reward_claimed WHERE chain_id = $1 AND block_number BETWEEN $2 AND $3
+)
 INSERT INTO reward_balances (chain_id, contract, token, wallet, added, claimed)
-SELECT $1, k.contract, k.token, k.wallet, k.added, k.claimed
-FROM unnest($2::text[], $3::text[], $4::text[], $5::numeric[], $6::numeric[])
-     AS k(contract, token, wallet, added, claimed)
+SELECT $1, contract, token, wallet, sum(added), sum(claimed)
+FROM d GROUP BY contract, token, wallet
 ON CONFLICT (chain_id, contract, token, wallet) DO UPDATE
 SET added = reward_balances.added + EXCLUDED.added,
-    claimed = reward_balances.claimed + EXCLUDED.claimed;
+    claimed = reward_balances.claimed + EXCLUDED.claimed
+RETURNING wallet;
 
 -- name: delete_balances
 -- Rollback, step 1: drop the balances of the keys touched by deleted events.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from pathlib import Path
 
@@ -90,3 +91,59 @@ def test_migrate_cli_ok_twice(tmp_path: Path, db_dsn: str) -> None:
     assert indexer(cfg, "migrate").code == 0
     rows = db_fetch(db_dsn, "SELECT count(*) AS n FROM schema_version")
     assert rows[0]["n"] == 1
+
+
+# Every CHECK of the schema's tables, as PostgreSQL prints it back.
+CHECKS = (
+    "SELECT c.oid, t.relname, c.conname, pg_get_constraintdef(c.oid) AS def FROM pg_constraint c "
+    "JOIN pg_class t ON t.oid = c.conrelid WHERE c.contype = 'c' "
+    "AND t.relnamespace = 'public'::regnamespace ORDER BY t.relname, c.conname"
+)
+
+
+def _old_schema() -> str:
+    """schema.sql as it was before the rtrim form: regex hex CHECKs and no upgrade block."""
+    text = db.SCHEMA_PATH.read_text()
+    ddl, upgrade = text.split("\nDO $$\n")
+    assert "pg_get_constraintdef" in upgrade
+    old, n = re.subn(
+        r"(?<=\()octet_length\((\w+)\) = (42|66) AND rtrim\(\1, '0123456789abcdef'\) = '0x'",
+        lambda m: f"{m[1]} ~ '^0x[0-9a-f]{{{int(m[2]) - 2}}}$'",
+        ddl,
+    )
+    assert n == 38
+    return old
+
+
+def test_migrate_upgrades_regex_hex_checks(empty_dsn: str, db_dsn: str) -> None:
+    """A database migrated with the regex hex CHECKs (and holding rows) ends with exactly the
+    constraints of a fresh one; a second migrate leaves every constraint untouched."""
+
+    async def apply_old() -> None:
+        con = await asyncpg.connect(empty_dsn)
+        try:
+            await con.execute(_old_schema())
+        finally:
+            await con.close()
+
+    asyncio.run(apply_old())
+    db_fetch(empty_dsn, "INSERT INTO schema_version (version) VALUES ($1)", db.SCHEMA_VERSION)
+    db_fetch(
+        empty_dsn,
+        "INSERT INTO reward_batches (chain_id, bank, campaign_id, token) VALUES (1, $1, $2, $1)",
+        "0x" + "ab" * 20,
+        "0x" + "cd" * 32,
+    )
+    before = db_fetch(empty_dsn, CHECKS)
+    assert sum(" ~ '^0x[0-9a-f]{" in r["def"] for r in before) == 38
+
+    asyncio.run(db.migrate(empty_dsn))
+    upgraded = db_fetch(empty_dsn, CHECKS)
+    assert not [r["def"] for r in upgraded if "~" in r["def"]]
+    fresh = db_fetch(db_dsn, CHECKS)
+    assert [tuple(r)[1:] for r in upgraded] == [tuple(r)[1:] for r in fresh]
+
+    asyncio.run(db.migrate(empty_dsn))
+    again = db_fetch(empty_dsn, CHECKS)
+    assert [tuple(r) for r in again] == [tuple(r) for r in upgraded]  # same oids: untouched
+    assert db_fetch(empty_dsn, "SELECT count(*) AS n FROM reward_batches")[0]["n"] == 1
