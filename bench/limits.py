@@ -4,9 +4,9 @@
 - ``rpc``: a lean aiohttp + orjson client fetching every watched log of the range with
   ``eth_getLogs``, in the same block spans as the indexer's ``batch_blocks``, nothing else
   (no validation, no headers, no database): what the node can serve.
-- ``db``: COPY of the same logs, decoded into the indexer's own rows (``group_rows``), into
-  the same tables of a freshly migrated database; only the COPY transactions are timed:
-  what PostgreSQL can take.
+- ``db``: COPY of the same logs, decoded and written by the indexer's own ``sink.write_rows``
+  (headers, events, quarantine) into the same tables of a freshly migrated database; only
+  the COPY transactions are timed: what PostgreSQL can take.
 
 Each prints one JSON object on stdout.
 """
@@ -28,7 +28,7 @@ from indexer import daemon
 from indexer.config import load
 from indexer.decode import Event, Undecodable
 from indexer.rpcdata import parse_header, parse_log
-from indexer.sink import BLOCK_COLUMNS, Batch, group_rows
+from indexer.sink import Batch, write_rows
 from indexer.types import BlockHeader
 
 _JSON = {"Content-Type": "application/json"}
@@ -105,20 +105,10 @@ async def db_limit(
                     quarantined=[e for e in decoded if isinstance(e, Undecodable)],
                     header_by_number=headers,
                 )
-                tables = group_rows(batch)
-                blocks = [
-                    (chain.chain_id, h.number, h.hash, h.parent_hash, h.timestamp)
-                    for h in batch.headers
-                ]
                 t0 = time.perf_counter()
                 async with con.transaction():
-                    if blocks:
-                        await con.copy_records_to_table(
-                            "blocks", records=blocks, columns=BLOCK_COLUMNS
-                        )
-                    for table, (columns, rows) in tables.items():
-                        await con.copy_records_to_table(table, records=rows, columns=columns)
-                        events += len(rows)
+                    written = await write_rows(con, batch)
+                events += sum(n for table, n in written.items() if table != "blocks")
                 copy_s += time.perf_counter() - t0
     finally:
         await con.close()

@@ -20,7 +20,6 @@ import structlog
 import typer
 
 from indexer import config as config_mod
-from indexer import daemon, db, ops
 from indexer import log as log_mod
 from indexer.config import Settings
 from indexer.errors import (
@@ -31,6 +30,9 @@ from indexer.errors import (
     SignerNotAuthorized,
     WrongChainId,
 )
+
+# daemon, db and ops (asyncpg, aiohttp, prometheus_client: ~0.4 s) are imported by the commands
+# that run them: --help and a usage error do not wait for them.
 
 app = typer.Typer(
     name="indexer",
@@ -127,6 +129,8 @@ def _chain(settings: Settings, name: str) -> config_mod.ChainSettings:
 @app.command()
 def migrate() -> None:
     """Apply schema.sql (idempotent, under an advisory lock); refuses a newer schema."""
+    from indexer import db  # noqa: PLC0415 (heavy: see the imports)
+
     settings = _settings()
     version = _run(lambda: db.migrate(settings.database_url.reveal()))
     structlog.get_logger().info("migrated", schema_version=version)
@@ -150,6 +154,8 @@ def run(
     no_http: Annotated[bool, typer.Option("--no-http", help="Do not serve /metrics.")] = False,
 ) -> None:
     """Run the daemon: follow every configured chain."""
+    from indexer import daemon  # noqa: PLC0415 (heavy: see the imports)
+
     settings = _settings()
     for name in chain or []:
         _chain(settings, name)
@@ -172,6 +178,8 @@ def backfill(
     to_block: Annotated[int, typer.Option("--to", help="Last block.")],
 ) -> None:
     """Index a closed range; idempotent, safe beside a running `run`."""
+    from indexer import ops  # noqa: PLC0415 (heavy: see the imports)
+
     settings = _settings()
     c = _chain(settings, chain)
     if from_block < 0 or to_block < from_block:
@@ -185,6 +193,8 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Per chain: checkpoint, head, lag, finalized, last reorg, health; rewards; discrepancies."""
+    from indexer import ops  # noqa: PLC0415 (heavy: see the imports)
+
     settings = _settings()
     report = _run(lambda: ops.status(settings))
     if as_json:
@@ -206,6 +216,8 @@ def verify(
     """Refetch a range and compare it event by event; exit 3 on any difference.
 
     With --repair the differences found are fixed in one transaction and listed; exit 0."""
+    from indexer import ops  # noqa: PLC0415 (heavy: see the imports)
+
     settings = _settings()
     c = _chain(settings, chain)
     if from_block < 0 or to_block < from_block:
@@ -233,6 +245,8 @@ def rewind(
     to: Annotated[int, typer.Option("--to", help="Block to roll back to (kept).")],
 ) -> None:
     """Roll a chain back to block N by hand and clear a halt (after a too-deep reorg)."""
+    from indexer import ops  # noqa: PLC0415 (heavy: see the imports)
+
     settings = _settings()
     c = _chain(settings, chain)
     _run(lambda: ops.rewind(settings, c, to))
@@ -244,6 +258,8 @@ def push(
     once: Annotated[bool, typer.Option("--once", help="One round, then exit.")] = False,
 ) -> None:
     """Run the reward pusher alone (needs [signer]); confirmation still comes from `run`."""
+    from indexer import ops  # noqa: PLC0415 (heavy: see the imports)
+
     settings = _settings()
     if settings.signer is None:
         _fail(EXIT_USAGE, "no [signer] in the configuration: the pusher needs a key")
@@ -261,6 +277,8 @@ def reconcile(
 ) -> None:
     """Compare the database with contract views at the finalized block; record discrepancies
     (exit 3 when any was found, also when --fix then resolved it; 0 when consistent)."""
+    from indexer import ops  # noqa: PLC0415 (heavy: see the imports)
+
     settings = _settings()
     chains = [_chain(settings, chain)] if chain else list(settings.chains)
     reports = _run(lambda: ops.reconcile(settings, chains, fix=fix))

@@ -28,13 +28,12 @@ from indexer.config import DEFAULT_ABI_DIR, ChainSettings, Settings, SignerSetti
 from indexer.decode import AbiRegistry
 from indexer.errors import DatabaseUnavailable, IndexerError, NotLeader, Retryable
 from indexer.follower import ChainFollower, FactoryWatch, FollowerSpec, Step, run_follower
-from indexer.reconcile import Reconciler
 from indexer.rpc import RpcClient
-from indexer.service import ReadyCheck, serve
 from indexer.sink import PostgresSink
 
 if TYPE_CHECKING:
     from indexer.pusher import Pusher
+    from indexer.service import ReadyCheck
 
 log = structlog.get_logger()
 
@@ -262,6 +261,8 @@ async def run(
                 await stack.enter_async_context(open_chain(c, pool, until_block)) for c in selected
             ]
             if serve_http:
+                from indexer.service import serve  # noqa: PLC0415 (aiohttp.web: only with HTTP)
+
                 await stack.enter_async_context(
                     serve(settings.service.metrics_listen, _readiness(runtimes, settings))
                 )
@@ -352,6 +353,8 @@ async def _reconcile_loop(
     """Every ``interval_s``, on the leader only, record discrepancies (never fix: repairs are
     an operator's call); a failed run is logged and tried again at the next interval, since a
     node or database hiccup must not stop the followers."""
+    from indexer.reconcile import Reconciler  # noqa: PLC0415 (exit mode and backfill never load it)
+
     reconciler = Reconciler(pool, rt.settings, rt.rpc, rt.follower)
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):

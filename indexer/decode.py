@@ -101,6 +101,7 @@ EVENT_TABLE_NAMES: tuple[str, ...] = (
 
 _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
 _STATIC_KINDS = ("address", "uint", "int", "bool", "bytesN")
+_TEXT_SAFE_KINDS = ("address", "uint", "int", "bytesN", "bytes")
 
 
 def column_name(param: str) -> str:
@@ -134,6 +135,15 @@ class EventSpec:
     @property
     def n_indexed(self) -> int:
         return sum(p.indexed for p in self.params)
+
+    @property
+    def text_safe(self) -> bool:
+        """Whether every value decodes to an int or a lowercase hex string (no text, no bool,
+        no array; indexed dynamic values are hashes): ``str`` of each is then its COPY text form."""
+        return all(
+            _kind(p.type) != "bool" if p.indexed else _kind(p.type) in _TEXT_SAFE_KINDS
+            for p in self.params
+        )
 
 
 class Event(NamedTuple):

@@ -141,6 +141,8 @@ class ChainFollower:
         self._prefetch: asyncio.Task[_Fetched] | None = None
         self._span = min(spec.batch_blocks, INITIAL_SPAN_BLOCKS)
         self.nrpc = 0
+        # (ABI, event) -> parameter naming the child: one dict lookup per decoded log
+        self._child_param = {(fw.factory_abi, fw.event): fw.parameter for fw in spec.factories}
 
     # ---- set-up -------------------------------------------------------------------------
 
@@ -441,11 +443,11 @@ class ChainFollower:
             fetched.quarantined.sort(key=lambda q: (q.log.block_number, q.log.log_index))
 
     def _child_of(self, ev: Event) -> str | None:
-        for fw in self.spec.factories:
-            if ev.spec.contract == fw.factory_abi and ev.spec.name == fw.event:
-                value = ev.args().get(fw.parameter)
-                return str(value) if isinstance(value, str) else None
-        return None
+        parameter = self._child_param.get((ev.spec.contract, ev.spec.name))
+        if parameter is None:
+            return None
+        value = ev.args().get(parameter)
+        return str(value) if isinstance(value, str) else None
 
     async def _logs_of(
         self, addresses: list[str], first: int, last: int, fetched: _Fetched

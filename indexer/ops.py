@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import structlog
@@ -22,9 +22,11 @@ from indexer import daemon, db
 from indexer.checkpoint import CheckpointStore
 from indexer.config import ChainSettings, Settings
 from indexer.follower import Step, run_follower
-from indexer.reconcile import Reconciler, Report
 from indexer.sink import PostgresSink
 from indexer.verify import Diff, repair_range, table_columns, verify_range
+
+if TYPE_CHECKING:
+    from indexer.reconcile import Report
 
 log = structlog.get_logger()
 
@@ -312,6 +314,8 @@ async def reconcile(
 ) -> list[Report]:
     """One reconciler run per chain (see ``indexer.reconcile``); with ``fix`` the database is
     made to agree with the chain and each discrepancy row records how it was resolved."""
+    from indexer.reconcile import Reconciler  # noqa: PLC0415 (only this command needs it)
+
     reports = []
     async with _pool(settings, "indexer-reconcile") as pool:
         for chain in chains:

@@ -38,8 +38,7 @@ from typing import Any, Final
 
 import asyncpg
 import structlog
-from eth_abi.abi import decode, encode
-from eth_utils.crypto import keccak
+from eth_hash.auto import keccak
 
 from indexer import metrics
 from indexer.config import ChainSettings
@@ -60,12 +59,12 @@ KINDS: Final = (
 )
 LOCK_NAMESPACE: Final = 0x7263  # "rc": high bits of the per-chain reconciler lock
 MULTICALL_CHUNK: Final = 200
-_GET_PENDING: Final = keccak(text="getPendingAmount(address,address)")[:4]
-_GET_TOTAL_PENDING: Final = keccak(text="getTotalPending(address)")[:4]
-_GET_CONTRIBUTED: Final = keccak(text="getTotalContributed(uint256,address)")[:4]
-_AGGREGATE3: Final = keccak(text="aggregate3((address,bool,bytes)[])")[:4]
+_GET_PENDING: Final = keccak(b"getPendingAmount(address,address)")[:4]
+_GET_TOTAL_PENDING: Final = keccak(b"getTotalPending(address)")[:4]
+_GET_CONTRIBUTED: Final = keccak(b"getTotalContributed(uint256,address)")[:4]
+_AGGREGATE3: Final = keccak(b"aggregate3((address,bool,bytes)[])")[:4]
 _REWARDS_PUSHED: Final = (
-    "0x" + keccak(text="RewardsPushed(bytes32,address,bytes32,uint256,uint256)").hex()
+    "0x" + keccak(b"RewardsPushed(bytes32,address,bytes32,uint256,uint256)").hex()
 )
 _CONFIRMED: Final = ("confirmed", "reconciled")
 
@@ -251,12 +250,12 @@ class Reconciler:
         calls = [
             (
                 r["contract"],
-                _GET_PENDING + encode(["address", "address"], [r["token"], r["wallet"]]),
+                _GET_PENDING + _encode(["address", "address"], [r["token"], r["wallet"]]),
             )
             for r in rows
         ]
         tokens = sorted({(r["contract"], r["token"]) for r in rows})
-        calls += [(c, _GET_TOTAL_PENDING + encode(["address"], [t])) for c, t in tokens]
+        calls += [(c, _GET_TOTAL_PENDING + _encode(["address"], [t])) for c, t in tokens]
         values = await self.views(calls, header.hash)
         found: list[Finding] = []
         totals: dict[tuple[str, str], int] = defaultdict(int)
@@ -302,7 +301,7 @@ class Reconciler:
             (
                 r["contract"],
                 _GET_CONTRIBUTED
-                + encode(["uint256", "address"], [int(r["chama_id"]), r["member"]]),
+                + _encode(["uint256", "address"], [int(r["chama_id"]), r["member"]]),
             )
             for r in rows
         ]
@@ -460,7 +459,7 @@ class Reconciler:
         chunks = [calls[i : i + MULTICALL_CHUNK] for i in range(0, len(calls), MULTICALL_CHUNK)]
         requests = []
         for chunk in chunks:
-            data = _AGGREGATE3 + encode(
+            data = _AGGREGATE3 + _encode(
                 ["(address,bool,bytes)[]"], [[(to, False, cd) for to, cd in chunk]]
             )
             requests.append(
@@ -468,7 +467,7 @@ class Reconciler:
             )
         out: list[int] = []
         for answer in await self.rpc.batch(requests):
-            (results,) = decode(["(bool,bytes)[]"], _hex_bytes(answer))
+            (results,) = _decode(["(bool,bytes)[]"], _hex_bytes(answer))
             out.extend(_uint(ret) for _ok, ret in results)
         return out
 
@@ -669,8 +668,23 @@ def _hex_bytes(value: Any) -> bytes:
 
 
 def _uint(data: bytes) -> int:
-    (value,) = decode(["uint256"], data)
+    (value,) = _decode(["uint256"], data)
     return int(value)
+
+
+# eth_abi (and the eth_utils it loads) costs ~0.2 s to import: only a reconcile run pays it.
+def _encode(types: Sequence[str], args: Sequence[Any]) -> bytes:
+    """ABI-encode ``args`` (eth_abi's ``encode``)."""
+    from eth_abi.abi import encode as abi_encode  # noqa: PLC0415 (see above)
+
+    return abi_encode(types, args)
+
+
+def _decode(types: Sequence[str], data: bytes) -> tuple[Any, ...]:
+    """ABI-decode ``data`` (eth_abi's ``decode``)."""
+    from eth_abi.abi import decode as abi_decode  # noqa: PLC0415 (see above)
+
+    return abi_decode(types, data)
 
 
 def kinds_of(findings: Iterable[Finding]) -> dict[str, int]:
