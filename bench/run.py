@@ -58,6 +58,9 @@ def _env() -> dict[str, str]:
         k: v for k, v in os.environ.items() if not k.startswith("INDEXER_") and k != "DATABASE_URL"
     }
     env["PYTHONPATH"] = str(ROOT)
+    # An installed package runs from compiled bytecode (pip compiles on install); a shell that
+    # forbids writing it would make every run compile the project from source (~0.2 s).
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     return env
 
 

@@ -400,8 +400,9 @@ class ChainFollower:
         n = len(fetched.logs)
         if n > TARGET_LOGS_PER_RANGE:
             self._span = max(1, blocks * TARGET_LOGS_PER_RANGE // n)
-        elif n < TARGET_LOGS_PER_RANGE // 2 and blocks >= self._span:
-            self._span = min(self.spec.batch_blocks, self._span * 2)
+        elif blocks >= self._span:  # a full range, lighter than the target: grow toward it
+            grown = 2 * self._span if n == 0 else blocks * TARGET_LOGS_PER_RANGE // n
+            self._span = min(self.spec.batch_blocks, 2 * self._span, max(self._span, grown))
 
     # ---- fetching and decoding ----------------------------------------------------------
 

@@ -77,10 +77,11 @@ WHERE chain_id = $1 ORDER BY id DESC LIMIT 1;
 -- rows just COPYed (every row of the range belongs to the batch: nothing lies above the
 -- checkpoint it extends). Returns the wallets whose balances changed, for NOTIFY.
 WITH d AS (
-    SELECT contract, token, wallet, amount AS added, 0::numeric AS claimed
+    SELECT contract COLLATE "C" AS contract, token COLLATE "C" AS token,
+           wallet COLLATE "C" AS wallet, amount AS added, 0::numeric AS claimed
     FROM reward_added WHERE chain_id = $1 AND block_number BETWEEN $2 AND $3
     UNION ALL
-    SELECT contract, token, wallet, 0::numeric, amount
+    SELECT contract COLLATE "C", token COLLATE "C", wallet COLLATE "C", 0::numeric, amount
     FROM reward_claimed WHERE chain_id = $1 AND block_number BETWEEN $2 AND $3
 )
 INSERT INTO reward_balances (chain_id, contract, token, wallet, added, claimed)
