@@ -128,7 +128,8 @@ def parse_logs(logs_raw: list[Any]) -> list[RawLog]:
 
     A log whose repeated fields (block and transaction hashes, numbers, address, topics)
     were all validated earlier in the response and whose data is lowercase hex is built from
-    those cached answers directly; any other log (first sight of a value, an odd field,
+    those cached answers directly (a topic seen for the first time is checked on the spot:
+    wallets are many); any other log (first sight of a block or transaction, an odd field,
     anything malformed) takes ``parse_log``, which validates it field by field, raises the
     precise InvalidRpcData and fills the cache. Either way the result is what ``parse_log``
     gives: the fast path is only a cache of its answers."""
@@ -148,6 +149,10 @@ def parse_logs(logs_raw: list[Any]) -> list[RawLog]:
                 and type(topics) is list
                 and len(topics) <= 4
             ):
+                try:
+                    words = tuple([h66[t] for t in topics])
+                except KeyError:  # a topic seen for the first time (a new wallet): check it
+                    words = tuple([memo.hash66(t, "log topic") for t in topics])
                 append(
                     RawLog(
                         qty[raw["blockNumber"]],
@@ -156,7 +161,7 @@ def parse_logs(logs_raw: list[Any]) -> list[RawLog]:
                         qty[raw["transactionIndex"]],
                         qty[raw["logIndex"]],
                         h42[raw["address"]],
-                        tuple([h66[t] for t in topics]),
+                        words,
                         data,
                     )
                 )

@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from typing import Any
 
 from eth_abi.abi import encode
 from eth_utils.crypto import keccak
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from indexer.decode import AbiRegistry, Event, Undecodable, column_name
+from indexer.decode import (
+    AbiRegistry,
+    DecodeError,
+    Event,
+    Undecodable,
+    column_name,
+    compile_event,
+    compile_fast,
+    decode_with,
+)
 from indexer.types import RawLog
 from tests.procs import ROOT
 
@@ -143,3 +154,68 @@ def test_decode_fuzz_never_raises(address: str, topics: list[str], data: bytes) 
     """Any log gives an Event or an Undecodable; decoding never raises."""
     out = registry().decode(raw(address, topics, data))
     assert isinstance(out, Event | Undecodable)
+
+
+MIXED_ABI = {
+    "type": "event",
+    "name": "Mixed",
+    "anonymous": False,
+    "inputs": [
+        {"name": "a", "type": "address", "indexed": True},
+        {"name": "small", "type": "uint8", "indexed": True},
+        {"name": "flag", "type": "bool", "indexed": True},
+        {"name": "s", "type": "int256", "indexed": False},
+        {"name": "b4", "type": "bytes4", "indexed": False},
+        {"name": "u", "type": "uint64", "indexed": False},
+        {"name": "h", "type": "bytes32", "indexed": False},
+        {"name": "on", "type": "bool", "indexed": False},
+    ],
+}
+# A clean word per parameter of Mixed, in ABI order.
+_CLEAN = [
+    st.binary(min_size=20, max_size=20).map(lambda b: bytes(12) + b),  # address
+    st.integers(0, 255).map(lambda v: v.to_bytes(32, "big")),  # uint8
+    st.integers(0, 1).map(lambda v: v.to_bytes(32, "big")),  # bool
+    st.integers(0, 2**256 - 1).map(lambda v: v.to_bytes(32, "big")),  # int256
+    st.binary(min_size=4, max_size=4).map(lambda b: b + bytes(28)),  # bytes4
+    st.integers(0, 2**64 - 1).map(lambda v: v.to_bytes(32, "big")),  # uint64
+    st.binary(min_size=32, max_size=32),  # bytes32
+    st.integers(0, 1).map(lambda v: v.to_bytes(32, "big")),  # bool
+]
+_DIRTY = st.one_of(
+    st.sampled_from([2, 3, 15, 16, 255, 256, 2**64 - 1, 2**64, 2**160, 2**255]),
+    st.integers(0, 2**256 - 1),
+).map(lambda v: v.to_bytes(32, "big")) | st.binary(min_size=32, max_size=32)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    st.tuples(*_CLEAN),
+    st.sampled_from(range(-1, 8)),
+    _DIRTY,
+    st.integers(0, 2),
+)
+def test_generated_decoder_agrees_with_the_generic_walk(
+    clean: tuple[bytes, ...], spoil: int, dirty: bytes, cut: int
+) -> None:
+    """Same values or the same undecodable reason: clean words, one dirty word (any
+    parameter), a missing topic, short data."""
+    spec = compile_event("Mixed", MIXED_ABI)
+    assert spec is not None
+    fast = compile_fast(spec)
+    assert fast is not None
+    words = list(clean)
+    if spoil >= 0:
+        words[spoil] = dirty
+    topics = [spec.topic0, *("0x" + w.hex() for w in words[:3])]
+    lg = raw("0x" + "44" * 20, topics[: len(topics) - (cut == 1)], b"".join(words[3:]))
+    if cut == 2:
+        lg = lg._replace(data=lg.data[:-64])
+
+    def outcome(fn: Callable[[RawLog], tuple[Any, ...]]) -> object:
+        try:
+            return fn(lg)
+        except DecodeError as exc:
+            return str(exc)
+
+    assert outcome(fast) == outcome(lambda x: decode_with(spec, x))
