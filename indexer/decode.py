@@ -338,25 +338,31 @@ def _jsonable(value: Any) -> Any:
 _ZEROS = "0" * 64
 
 
-def _word_source(kind: str, typ: str, word: str) -> tuple[str, str | None]:
-    """Python source of one static value read from ``word`` (an expression giving 64
-    lowercase hex digits), and of the condition under which that value is valid (None:
-    always). The conditions mirror ``_word_value``'s errors; when one fails the generated
-    decoder hands the log to ``decode_with``, which raises the exact DecodeError."""
+def _word_source(kind: str, typ: str, base: str, at: int) -> tuple[str, str | None]:
+    """Python source of one static value read from the 64 lowercase hex digits of ``base``
+    (a variable holding a topic or the data) at offset ``at``, and of the condition under
+    which that value is valid (None: always). Reads slice once and test with ``startswith``
+    / ``endswith`` (no intermediate strings). The conditions mirror ``_word_value``'s errors;
+    when one fails the generated decoder hands the log to ``decode_with``, which raises the
+    exact DecodeError."""
+    end = at + 64
+    word = f"{base}[{at}:{end}]"
     if kind == "address":
-        return f'"0x" + {word}[24:]', f"{word}[:24] == Z24"
+        return f'"0x" + {base}[{at + 24}:{end}]', f"{base}.startswith(Z24, {at})"
     if kind == "uint":
         bits = int(typ[4:] or 256)
-        cond = None if bits == 256 else f"{word}[:{64 - bits // 4}] == Z{64 - bits // 4}"
-        return f"int({word}, 16)", cond
+        zeros = 64 - bits // 4
+        return f"int({word}, 16)", None if bits == 256 else f"{base}.startswith(Z{zeros}, {at})"
     if kind == "int":
         return f"_signed(int({word}, 16))", None
     if kind == "bool":
-        return f'{word}[63] == "1"', f'{word}[:63] == Z63 and {word}[63] in "01"'
+        return (
+            f'{base}[{at + 63}] == "1"',
+            f'{base}.startswith(Z63, {at}) and {base}[{at + 63}] in "01"',
+        )
     size = int(typ[5:])  # bytesN
-    if size == 32:
-        return f'"0x" + {word}', None
-    return f'"0x" + {word}[:{2 * size}]', f"{word}[{2 * size}:] == Z{64 - 2 * size}"
+    value = f'"0x" + {base}[{at}:{at + 2 * size}]'
+    return value, None if size == 32 else f"{base}.endswith(Z{64 - 2 * size}, {at}, {end})"
 
 
 def _signed(value: int) -> int:
@@ -384,12 +390,12 @@ def compile_fast(spec: EventSpec) -> Callable[[RawLog], tuple[Any, ...]] | None:
     topic_i, pos = 1, 2
     for p, kind in zip(spec.params, kinds, strict=True):
         if p.indexed:
-            word = f"t[{topic_i}][2:]"
+            base, at = f"t[{topic_i}]", 2
             topic_i += 1
         else:
-            word = f"d[{pos}:{pos + 64}]"
+            base, at = "d", pos
             pos += 64
-        value, cond = _word_source(kind, p.type, word)
+        value, cond = _word_source(kind, p.type, base, at)
         values.append(value)
         if cond is not None:
             conds.append(f"({cond})")
@@ -406,6 +412,9 @@ def compile_fast(spec: EventSpec) -> Callable[[RawLog], tuple[Any, ...]] | None:
     exec(compile(source, f"<decoder {spec.signature}>", "exec"), scope)  # noqa: S102
     fast: Callable[[RawLog], tuple[Any, ...]] = scope["fast"]
     return fast
+
+
+_new_tuple = tuple.__new__
 
 
 class ContractDecoder:
@@ -431,7 +440,7 @@ class ContractDecoder:
             return Undecodable(log, f"unknown topic0 for {self.contract}")
         spec, fn = plan
         try:
-            return Event(log, spec, fn(log))
+            return _new_tuple(Event, (log, spec, fn(log)))  # Event(...), minus a Python call
         except DecodeError as exc:
             return Undecodable(log, f"{spec.name}: {exc}")
 

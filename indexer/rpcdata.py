@@ -135,7 +135,9 @@ def parse_logs(logs_raw: list[Any]) -> list[RawLog]:
     gives: the fast path is only a cache of its answers."""
     memo = _Seen()
     h66, h42, qty = memo.h66, memo.h42, memo.qty
+    checked_word = h66.__getitem__
     lower_hex = _LOWER_HEX.match
+    new = tuple.__new__  # RawLog(...) without NamedTuple's Python-level __new__
     out: list[RawLog] = []
     append = out.append
     for raw in logs_raw:
@@ -150,19 +152,22 @@ def parse_logs(logs_raw: list[Any]) -> list[RawLog]:
                 and len(topics) <= 4
             ):
                 try:
-                    words = tuple([h66[t] for t in topics])
+                    words = tuple(map(checked_word, topics))
                 except KeyError:  # a topic seen for the first time (a new wallet): check it
                     words = tuple([memo.hash66(t, "log topic") for t in topics])
                 append(
-                    RawLog(
-                        qty[raw["blockNumber"]],
-                        h66[raw["blockHash"]],
-                        h66[raw["transactionHash"]],
-                        qty[raw["transactionIndex"]],
-                        qty[raw["logIndex"]],
-                        h42[raw["address"]],
-                        words,
-                        data,
+                    new(
+                        RawLog,
+                        (
+                            qty[raw["blockNumber"]],
+                            h66[raw["blockHash"]],
+                            h66[raw["transactionHash"]],
+                            qty[raw["transactionIndex"]],
+                            qty[raw["logIndex"]],
+                            h42[raw["address"]],
+                            words,
+                            data,
+                        ),
                     )
                 )
                 continue
