@@ -22,14 +22,8 @@ from indexer.errors import (
     RpcUnavailable,
     WrongChainId,
 )
-from indexer.rpc import (
-    ExecutionReverted,
-    RpcClient,
-    backoff_delay,
-    classify_error,
-    parse_response,
-    redact_url,
-)
+from indexer.jsonrpc import backoff_delay, classify_error, parse_response, redact_url
+from indexer.rpc import ExecutionReverted, RpcClient
 from indexer.rpcdata import validate_range
 from tests.fakes.rpc import FakeRpc, FakeRpcError
 from tests.procs import free_port
