@@ -42,11 +42,12 @@ from eth_hash.auto import keccak
 
 from indexer import metrics
 from indexer.config import ChainSettings
-from indexer.db import Conn, Q, quote_ident
+from indexer.db import Conn, Q
 from indexer.follower import ChainFollower
 from indexer.rpc import RpcClient
+from indexer.sink import rebuild_balances
 from indexer.types import BlockHeader
-from indexer.verify import expected_rows, stored_rows, table_columns
+from indexer.verify import expected_rows, insert_rows, stored_rows, table_columns
 
 log = structlog.get_logger()
 
@@ -543,8 +544,11 @@ class Reconciler:
         async with self.pool.acquire() as con, con.transaction():
             await con.execute(Q["rc_lock"], self.lock_key)
             await con.fetchrow(Q["lock_checkpoint"], self.chain.chain_id)
-            for address, rows in missing.items():
-                n = await self._insert_rows(con, rows)
+            columns = table_columns(self.follower.registry)
+            for address, rows in missing.items():  # rows that differ stay for verify
+                n = await insert_rows(con, self.chain.chain_id, rows, columns)
+                if n:
+                    log.warning("reconcile_refetched", chain=self.chain.name, inserted=n)
                 for s in refetch[address]:
                     actions[s] = f"fixed: {n} missing event(s) of {address} refetched"
             for f in findings:
@@ -559,9 +563,7 @@ class Reconciler:
         chain_id = self.chain.chain_id
         if op == "balance":
             contract, token, wallet, _drift, events_wrong = args
-            keys = ([contract], [token], [wallet])
-            await con.execute(Q["delete_balances"], chain_id, *keys)
-            await con.execute(Q["rebuild_balances"], chain_id, *keys)
+            await rebuild_balances(con, chain_id, [(contract, token, wallet)])
             return "fixed: reward_balances recomputed from events" + (
                 " after refetching the missing events" if events_wrong else ""
             )
@@ -633,32 +635,6 @@ class Reconciler:
             for key, (table, row) in sorted(expected.items())
             if key not in stored and table in columns
         ]
-
-    async def _insert_rows(self, con: Conn, rows: Sequence[tuple[str, tuple[Any, ...]]]) -> int:
-        """Insert refetched rows (never changing a stored one) and rebuild the balances they
-        touch; rows that differ from the node's stay for ``indexer verify`` to report."""
-        columns = table_columns(self.follower.registry)
-        touched: set[tuple[str, str, str]] = set()
-        for table, row in rows:
-            cols = columns[table]
-            names = ", ".join(quote_ident(c) for c in cols)
-            params = ", ".join(f"${i + 1}" for i in range(len(cols)))
-            await con.execute(
-                f"INSERT INTO {quote_ident(table)} ({names}) VALUES ({params}) "
-                "ON CONFLICT DO NOTHING",
-                *row,
-            )
-            if table in ("reward_added", "reward_claimed"):
-                values = dict(zip(cols, row, strict=True))
-                touched.add((values["contract"], values["token"], values["wallet"]))
-        if touched:
-            keys = sorted(touched)
-            arrays = ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys])
-            await con.execute(Q["delete_balances"], self.chain.chain_id, *arrays)
-            await con.execute(Q["rebuild_balances"], self.chain.chain_id, *arrays)
-        if rows:
-            log.warning("reconcile_refetched", chain=self.chain.name, inserted=len(rows))
-        return len(rows)
 
 
 def _hex_bytes(value: Any) -> bytes:

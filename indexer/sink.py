@@ -9,7 +9,7 @@ so two writers of one chain can never interleave: the loser's batch is refused, 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -28,6 +28,7 @@ log = structlog.get_logger()
 
 QUARANTINE_COLUMNS = (*BASE_COLUMNS, "topics", "data", "reason")
 BLOCK_COLUMNS = ("chain_id", "number", "hash", "parent_hash", "timestamp")
+BALANCE_TABLES = ("reward_added", "reward_claimed")  # the events reward_balances folds
 
 
 class CheckpointMoved(Retryable):
@@ -208,6 +209,18 @@ async def write_rows(con: Conn, batch: Batch) -> dict[str, int]:
     return written
 
 
+async def rebuild_balances(con: Conn, chain_id: int, keys: Iterable[tuple[str, str, str]]) -> None:
+    """Recompute the reward_balances of (contract, token, wallet) ``keys`` from the events:
+    the one way to settle balances after event rows were deleted or inserted outside a commit
+    (rollback, verify --repair, reconcile --fix). Keys sorted: a stable lock order."""
+    ordered = sorted(set(keys))
+    if not ordered:
+        return
+    args = ([k[0] for k in ordered], [k[1] for k in ordered], [k[2] for k in ordered])
+    await con.execute(Q["delete_balances"], chain_id, *args)
+    await con.execute(Q["rebuild_balances"], chain_id, *args)
+
+
 NOTIFY_MAX_WALLETS = 100  # NOTIFY payloads must stay under 8000 bytes
 
 
@@ -374,7 +387,7 @@ class PostgresSink:
         touched: set[tuple[str, str, str]] = set()
         for table in EVENT_TABLE_NAMES:
             ident = quote_ident(table)
-            if table in ("reward_added", "reward_claimed"):
+            if table in BALANCE_TABLES:
                 rows = await con.fetch(
                     f"DELETE FROM {ident} WHERE chain_id = $1 AND block_number > $2 "
                     "RETURNING contract, token, wallet",
@@ -393,11 +406,7 @@ class PostgresSink:
             if count:
                 deleted[table] = count
         await con.execute(Q["delete_blocks_above"], self.chain_id, number)
-        if touched:
-            keys = sorted(touched)
-            args = ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys])
-            await con.execute(Q["delete_balances"], self.chain_id, *args)
-            await con.execute(Q["rebuild_balances"], self.chain_id, *args)
+        await rebuild_balances(con, self.chain_id, touched)
         return deleted
 
     async def set_halted(self, reason: str | None) -> None:

@@ -13,6 +13,7 @@ repaired, and nothing when the checkpoint moved while the node was being read (r
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -20,11 +21,17 @@ from typing import Any
 import asyncpg
 import orjson
 
-from indexer.db import Q, quote_ident
+from indexer.db import Conn, Q, quote_ident
 from indexer.decode import BASE_COLUMNS, EVENT_TABLE_NAMES, AbiRegistry, Event
 from indexer.errors import Retryable
 from indexer.rpc import RpcClient
-from indexer.sink import QUARANTINE_COLUMNS, event_row, quarantine_row
+from indexer.sink import (
+    BALANCE_TABLES,
+    QUARANTINE_COLUMNS,
+    event_row,
+    quarantine_row,
+    rebuild_balances,
+)
 from indexer.types import BlockHeader
 
 
@@ -163,7 +170,37 @@ class RepairRaced(Retryable):
     """The checkpoint moved while verify --repair read the node; nothing was changed."""
 
 
-_BALANCE_TABLES = ("reward_added", "reward_claimed")
+async def insert_rows(
+    con: Conn,
+    chain_id: int,
+    rows: Sequence[tuple[str, tuple[Any, ...]]],
+    columns: Mapping[str, tuple[str, ...]],
+    *,
+    touched: set[tuple[str, str, str]] | None = None,
+) -> int:
+    """Insert rows refetched from the node (``expected_rows``: (table, row)) and rebuild the
+    balances they touch: the one write path of events outside the follower's commit (verify
+    --repair, reconcile --fix), inside the caller's transaction. A stored row at the same
+    position is never changed (a repair deletes it first). With ``touched``, the balance keys
+    are added to it and the caller rebuilds them, once with its own. Returns rows inserted."""
+    keys: set[tuple[str, str, str]] = set() if touched is None else touched
+    inserted = 0
+    for table, row in rows:
+        cols = columns[table]
+        names = ", ".join(quote_ident(c) for c in cols)
+        params = ", ".join(f"${i + 1}" for i in range(len(cols)))
+        status = await con.execute(
+            f"INSERT INTO {quote_ident(table)} ({names}) VALUES ({params}) ON CONFLICT DO NOTHING",
+            *row,
+        )
+        n = int(status.split()[-1])  # "INSERT 0 n"
+        inserted += n
+        if n and table in BALANCE_TABLES:
+            values = dict(zip(cols, row, strict=True))
+            keys.add((values["contract"], values["token"], values["wallet"]))
+    if touched is None:
+        await rebuild_balances(con, chain_id, keys)
+    return inserted
 
 
 async def repair_range(
@@ -210,7 +247,7 @@ async def repair_range(
         for _table, block, index in [*diff.phantom, *diff.changed]:
             for table in EVENT_TABLE_NAMES:  # the row may sit in another table than expected
                 ident = quote_ident(table)
-                extra = ", token, wallet" if table in _BALANCE_TABLES else ""
+                extra = ", token, wallet" if table in BALANCE_TABLES else ""
                 gone = await con.fetch(
                     f"DELETE FROM {ident} WHERE chain_id = $1 AND block_number = $2 "
                     f"AND log_index = $3 RETURNING contract{extra}",
@@ -218,15 +255,10 @@ async def repair_range(
                     block,
                     index,
                 )
-                if table in _BALANCE_TABLES:
+                if table in BALANCE_TABLES:
                     touched.update((r["contract"], r["token"], r["wallet"]) for r in gone)
-        for _table, block, index in [*diff.missing, *diff.changed]:
-            want_table, values = expected[(block, index)]
-            cols = columns[want_table]
-            await con.copy_records_to_table(want_table, records=[values], columns=cols)
-            if want_table in _BALANCE_TABLES:
-                named = dict(zip(cols, values, strict=True))
-                touched.add((named["contract"], named["token"], named["wallet"]))
+        wanted = [expected[(block, index)] for _t, block, index in [*diff.missing, *diff.changed]]
+        await insert_rows(con, chain_id, wanted, columns, touched=touched)
         for block, _ours, _theirs in diff.hashes:
             header = node[block]
             await con.execute(
@@ -244,9 +276,5 @@ async def repair_range(
                     chain_id,
                     header.hash,
                 )
-        if touched:
-            keys = sorted(touched)
-            args = ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys])
-            await con.execute(Q["delete_balances"], chain_id, *args)
-            await con.execute(Q["rebuild_balances"], chain_id, *args)
+        await rebuild_balances(con, chain_id, touched)
     return diff

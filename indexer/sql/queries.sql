@@ -93,13 +93,14 @@ SET added = reward_balances.added + EXCLUDED.added,
 RETURNING wallet;
 
 -- name: delete_balances
--- Rollback, step 1: drop the balances of the keys touched by deleted events.
+-- Rebuild, step 1 (sink.rebuild_balances: rollback, repair, reconcile): drop the balances of
+-- the keys whose events changed.
 DELETE FROM reward_balances b
 USING unnest($2::text[], $3::text[], $4::text[]) AS k(contract, token, wallet)
 WHERE b.chain_id = $1 AND b.contract = k.contract AND b.token = k.token AND b.wallet = k.wallet;
 
 -- name: rebuild_balances
--- Rollback, step 2: recompute those keys from the remaining events.
+-- Rebuild, step 2: recompute those keys from the events now stored.
 INSERT INTO reward_balances (chain_id, contract, token, wallet, added, claimed)
 SELECT $1, k.contract, k.token, k.wallet,
        COALESCE((SELECT sum(a.amount) FROM reward_added a WHERE a.chain_id = $1
