@@ -3,7 +3,8 @@ raised early, so ``config.load()`` can report them all at once.
 
 A ``Section`` reads typed values at a key path and records what is wrong with them (unknown
 keys with a "did you mean", wrong types, bad numbers); the value checkers below add their own
-problems. Nothing here knows the configuration's shape: that is ``indexer/config.py``.
+problems. Nothing here knows the configuration's shape: that is ``indexer/config.py`` (and
+``indexer/watchlist.py`` for the contracts).
 """
 
 from __future__ import annotations

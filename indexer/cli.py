@@ -21,6 +21,7 @@ import structlog
 import typer
 
 from indexer import config as config_mod
+from indexer import configview
 from indexer import log as log_mod
 from indexer.config import Settings
 from indexer.errors import (
@@ -156,7 +157,7 @@ def migrate() -> None:
 @app.command("print-config")
 def print_config() -> None:
     """Show the effective configuration with secrets masked."""
-    typer.echo(config_mod.render(_settings()))
+    typer.echo(configview.render(_settings()))
 
 
 @app.command()

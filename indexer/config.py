@@ -77,6 +77,10 @@ Also problems: unknown keys (with the nearest known key as a hint), duplicate ch
 chain ids or RPC variable names ("a-b" and "a_b"), duplicate contract names or addresses on
 a chain, an ``INDEXER_RPC_URL_*`` naming no chain, and a key variable set without a
 ``[signer]`` table (only the file enables pushing, which moves money).
+
+Helpers: ``indexer/_toml.py`` reads typed TOML values, ``indexer/watchlist.py`` the
+``[[chains.contracts]]`` tables; ``indexer/configview.py`` writes the result back for
+``print-config``.
 """
 
 from __future__ import annotations
@@ -86,7 +90,7 @@ import json
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypedDict
 from urllib.parse import urlsplit
@@ -105,6 +109,7 @@ from indexer._toml import (
     read_toml,
 )
 from indexer.errors import ConfigError
+from indexer.watchlist import ContractSpec, read_contracts
 
 ENV_DATABASE_URL = "DATABASE_URL"
 ENV_RPC_URL_PREFIX = "INDEXER_RPC_URL_"
@@ -222,27 +227,6 @@ class Secret:
 
 
 @dataclass(frozen=True, slots=True)
-class FactorySpec:
-    """Where a factory-made contract's addresses come from: ``parameter`` of ``event``."""
-
-    contract: str
-    event: str
-    parameter: str
-
-
-@dataclass(frozen=True, slots=True)
-class ContractSpec:
-    """One watched contract; ``address`` is None exactly when ``factory`` is set."""
-
-    name: str
-    abi_path: Path
-    abi: tuple[dict[str, Any], ...]
-    address: str | None
-    start_block: int
-    factory: FactorySpec | None
-
-
-@dataclass(frozen=True, slots=True)
 class ChainSettings:
     """One chain: endpoints, finality window and the contracts watched on it."""
 
@@ -354,119 +338,6 @@ def _service(sec: Section) -> ServiceSettings:
     )
 
 
-def _load_abi(path: Path, key: str, problems: Problems) -> tuple[dict[str, Any], ...] | None:
-    try:
-        doc = json.loads(path.read_bytes())
-    except FileNotFoundError:
-        problems.add(key, f"ABI file not found: {path}")
-        return None
-    except OSError as exc:
-        problems.add(key, f"cannot read ABI file {path}: {exc.strerror}")
-        return None
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
-        problems.add(key, f"ABI file {path} is not valid JSON: {exc}")
-        return None
-    entries = doc.get("abi") if isinstance(doc, dict) else doc
-    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
-        problems.add(key, f"ABI file {path} has no list of ABI entries (key 'abi')")
-        return None
-    return tuple(entries)
-
-
-_CONTRACT_KEYS = ("name", "abi", "address", "factory", "start_block")
-
-
-def _factory(sec: Section) -> FactorySpec | None:
-    table = sec.get_table("factory")
-    if table is None:
-        return None
-    fac = Section(table, sec.key("factory"), sec.problems, ("contract", "event", "parameter"))
-    fac.require("contract", "event", "parameter")
-    contract, event, parameter = (
-        fac.get_str("contract"),
-        fac.get_str("event"),
-        fac.get_str("parameter"),
-    )
-    if contract is None or event is None or parameter is None:
-        return None
-    return FactorySpec(contract, event, parameter)
-
-
-def _contract(sec: Section, ctx: _Context) -> tuple[ContractSpec | None, int | None]:
-    """The contract, or None when unusable; and its start_block as given (None if absent)."""
-    sec.require("name")
-    name = sec.get_str("name")
-    if name is not None and not NAME_RE.fullmatch(name):
-        sec.problems.add(sec.key("name"), f"not a valid contract name: {json.dumps(name)}")
-        name = None
-    given_abi = sec.get_str("abi")
-    abi_path = None
-    if given_abi is not None:
-        abi_path = ctx.base_dir / Path(given_abi).expanduser()
-    elif name is not None:
-        abi_path = ctx.abi_dir / f"{name}.json"
-    abi = None
-    if abi_path is not None:
-        abi = _load_abi(abi_path, sec.key("abi" if given_abi else "name"), sec.problems)
-    text = sec.get_str("address")
-    address = None if text is None else check_address(text, sec.key("address"), sec.problems)
-    factory = _factory(sec)
-    if sec.has("address") == sec.has("factory"):
-        sec.problems.add(sec.path, "give exactly one of `address` or `factory`")
-    start = sec.get_int("start_block")
-    if name is None or abi_path is None or abi is None:
-        return None, start
-    return ContractSpec(name, abi_path, abi, address, start or 0, factory), start
-
-
-def _factory_problem(
-    fac: FactorySpec, spec: ContractSpec, by_name: Mapping[str, ContractSpec]
-) -> tuple[str, str] | None:
-    """Why ``fac`` cannot produce addresses, as (factory key, message); None when it can."""
-    maker = by_name.get(fac.contract)
-    if maker is None or maker is spec:
-        return "contract", f"no other contract named {fac.contract!r} on this chain"
-    if maker.factory is not None:
-        return "contract", f"{fac.contract} is itself factory-made (not supported)"
-    events = [e for e in maker.abi if e.get("type") == "event" and e.get("name") == fac.event]
-    if not events:
-        return "event", f"{fac.contract}'s ABI has no event {fac.event!r}"
-    for event in events:
-        for arg in event.get("inputs") or []:
-            if arg.get("name") == fac.parameter and arg.get("type") == "address":
-                return None
-    return "parameter", f"event {fac.event} has no address input named {fac.parameter!r}"
-
-
-def _contracts(sec: Section, ctx: _Context) -> tuple[ContractSpec, ...]:
-    parsed: list[tuple[str, ContractSpec, int | None]] = []
-    seen: dict[str, str] = {}
-    broken = set()  # names of contracts already reported unusable (e.g. no ABI file)
-    for path, table in sec.get_tables("contracts"):
-        spec, start = _contract(Section(table, path, ctx.problems, _CONTRACT_KEYS), ctx)
-        if spec is None:
-            broken.add(table.get("name"))
-            continue
-        for kind, value in (("name", spec.name), ("address", spec.address)):
-            if value is not None and (first := seen.get(f"{kind}:{value}")):
-                ctx.problems.add(f"{path}.{kind}", f"duplicate {kind}, as {first}")
-            seen.setdefault(f"{kind}:{value}", path)
-        parsed.append((path, spec, start))
-    by_name = {spec.name: spec for _, spec, _ in parsed}
-    out = []
-    for path, spec, start in parsed:
-        fac = spec.factory
-        if fac is not None and fac.contract in broken and fac.contract not in by_name:
-            pass  # its maker's problem is reported already
-        elif fac is not None and (problem := _factory_problem(fac, spec, by_name)):
-            ctx.problems.add(f"{path}.factory.{problem[0]}", problem[1])
-        elif fac is not None and start is None:
-            out.append(replace(spec, start_block=by_name[fac.contract].start_block))
-            continue
-        out.append(spec)
-    return tuple(out)
-
-
 _CHAIN_KEYS = (
     "name",
     "chain_id",
@@ -543,7 +414,7 @@ def _chain(sec: Section, ctx: _Context) -> ChainSettings:
         poll_interval_s=sec.get_seconds("poll_interval") or d["poll_interval_s"],
         batch_blocks=sec.get_int("batch_blocks", minimum=1) or d["batch_blocks"],
         finality=finality,
-        contracts=_contracts(sec, ctx),
+        contracts=read_contracts(sec, ctx.base_dir, ctx.abi_dir),
         multicall3=_multicall3(sec, d["multicall3"]),
     )
 
@@ -679,108 +550,3 @@ def load(
     if problems.items:
         raise ConfigError(problems.items)
     return settings
-
-
-# --------------------------------------------------------------------------- render
-
-
-def mask_url(url: str) -> str:
-    """The URL with its password (user info or ``password=`` parameter) replaced by ****."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return MASK
-    netloc, slash, tail = rest.partition("/")
-    userinfo, _, hosts = netloc.rpartition("@")
-    user, colon, _password = userinfo.partition(":")
-    if colon:
-        netloc = f"{user}:{MASK}@{hosts}"
-    tail = re.sub(r"(?i)(password=)[^&]*", rf"\g<1>{MASK}", tail)
-    return f"{scheme}://{netloc}{slash}{tail}"
-
-
-def _mask_rpc(url: str) -> str:
-    """Scheme, host and port only: the path and query of a provider URL carry its API key."""
-    parts = urlsplit(url)
-    host = parts.netloc.rpartition("@")[2]
-    hidden = parts.path.strip("/") or parts.query
-    return f"{parts.scheme}://{host}" + (f"/{MASK}" if hidden else "")
-
-
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str | Path):
-        return json.dumps(str(value))  # JSON strings are valid TOML basic strings
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }"
-    return "[" + ", ".join(_toml(v) for v in value) + "]"
-
-
-def _lines(table: Mapping[str, Any], indent: str = "") -> list[str]:
-    return [f"{indent}{k} = {_toml(v)}" for k, v in table.items() if v is not None]
-
-
-def _render_chain(chain: ChainSettings) -> list[str]:
-    out = ["", "[[chains]]"]
-    out += _lines(
-        {
-            "name": chain.name,
-            "chain_id": chain.chain_id,
-            "rpc_urls": [_mask_rpc(u) for u in chain.rpc_urls],
-            "confirmations": chain.confirmations,
-            "max_reorg_depth": chain.max_reorg_depth,
-            "poll_interval": chain.poll_interval_s,
-            "batch_blocks": chain.batch_blocks,
-            "finality": chain.finality,
-            "multicall3": chain.multicall3 or False,
-        }
-    )
-    for c in chain.contracts:
-        fac = c.factory
-        table = {"name": c.name, "abi": c.abi_path, "address": c.address}
-        table |= {"start_block": c.start_block}
-        if fac is not None:
-            table["factory"] = {
-                "contract": fac.contract,
-                "event": fac.event,
-                "parameter": fac.parameter,
-            }
-        out += ["", "  [[chains.contracts]]", *_lines(table, "  ")]
-    return out
-
-
-def render(settings: Settings) -> str:
-    """The effective configuration as TOML, secrets masked (for ``indexer print-config``).
-
-    Every key is shown with its effective value, defaults included. Masked: the database
-    password, signer keys, and the path and query of RPC URLs (provider API keys)."""
-    svc = settings.service
-    out = [f"# effective configuration of {settings.config_path or '(no file)'}; secrets masked"]
-    out += ["[database]", f"url = {_toml(mask_url(settings.database_url.reveal()))}"]
-    host, port = svc.metrics_listen
-    listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    out += ["", "[service]"]
-    out += _lines(
-        {
-            "metrics_listen": listen,
-            "reconcile_interval": svc.reconcile_interval_s,
-            "ready_max_lag_blocks": svc.ready_max_lag_blocks,
-            "shutdown_grace": svc.shutdown_grace_s,
-        }
-    )
-    for chain in settings.chains:
-        out += _render_chain(chain)
-    if (signer := settings.signer) is not None:
-        out += ["", "[signer]", f'key = "{MASK}"']
-        out += [f'sender_key = "{MASK}"'] if signer.sender_key is not None else []
-        out += _lines(
-            {
-                "max_batch": signer.max_batch,
-                "deadline": signer.deadline_s,
-                "push_interval": signer.push_interval_s,
-                "replace_after": signer.replace_after_s,
-            }
-        )
-    return "\n".join(out) + "\n"

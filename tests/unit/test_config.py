@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from indexer import config
+from indexer import config, configview, watchlist
 from indexer.config import Secret, Settings
 from indexer.errors import ConfigError
 
@@ -93,7 +93,7 @@ def test_config_valid_file_loads_with_defaults(tmp_path: Path, abi_dir: Path) ->
     assert mtpp.abi[0]["name"] == "Other"
     assert factory.factory is None
     assert bank.address is None
-    assert bank.factory == config.FactorySpec("ProductBankFactory", "ProductBankCreated", "bank")
+    assert bank.factory == watchlist.FactorySpec("ProductBankFactory", "ProductBankCreated", "bank")
     assert bank.start_block == 7  # the factory's
 
 
@@ -373,7 +373,7 @@ def test_config_secrets_masked_in_render(tmp_path: Path, abi_dir: Path) -> None:
     text = BASE.replace('"http://127.0.0.1:8545"', '"https://u:pw@rpc.example/v2/APIKEY"')
     text += f'\n[signer]\nkey = "{KEY}"\nsender_key = "{SENDER}"\n'
     settings = _load(tmp_path, abi_dir, text)
-    rendered = config.render(settings)
+    rendered = configview.render(settings)
     for secret in (PASSWORD, KEY[2:], SENDER, "APIKEY", "pw@"):
         assert secret not in rendered
     for secret in (PASSWORD, KEY[2:], SENDER):
@@ -394,12 +394,12 @@ def test_config_secrets_masked_in_render(tmp_path: Path, abi_dir: Path) -> None:
 
 def test_config_mask_url() -> None:
     """Only the password of a database URL is masked, in user info or as a parameter."""
-    assert config.mask_url("postgresql://u:p@h:5432/d") == "postgresql://u:****@h:5432/d"
-    assert config.mask_url("postgresql://u@h/d?password=p&x=1") == (
+    assert configview.mask_url("postgresql://u:p@h:5432/d") == "postgresql://u:****@h:5432/d"
+    assert configview.mask_url("postgresql://u@h/d?password=p&x=1") == (
         "postgresql://u@h/d?password=****&x=1"
     )
-    assert config.mask_url("postgresql://h/d") == "postgresql://h/d"
-    assert config.mask_url("garbage with p") == "****"
+    assert configview.mask_url("postgresql://h/d") == "postgresql://h/d"
+    assert configview.mask_url("garbage with p") == "****"
 
 
 def test_config_secret_never_shows_itself() -> None:
@@ -431,7 +431,7 @@ def test_config_example_file_parses_with_stand_in_abis(abi_dir: Path) -> None:
     settings = config.load(EXAMPLE, {}, abi_dir=abi_dir)
     assert [c.name for c in settings.chains[0].contracts] == list(CONTRACTS)
     assert settings.signer is None
-    assert "factory = {" in config.render(settings)
+    assert "factory = {" in configview.render(settings)
 
 
 @pytest.mark.skipif(
