@@ -150,7 +150,7 @@ def copy_lines(batch: Batch) -> dict[str, tuple[tuple[str, ...], list[str]]]:
     through ``copy_field``), with each table's column list.
 
     Text rather than asyncpg's binary records: the profile of a 200,000-event backfill had
-    22% of the indexer's CPU in encoding records (numerics above all), while PostgreSQL, on
+    22% of the indexer's CPU in encoding records, while PostgreSQL, on
     the other core, parses text cheaply. A line is made from a prefix shared by the logs of
     one transaction and, for events whose values are all integers and lowercase hex (every
     reward table), ``str`` of each value; other events go through ``copy_field``."""
