@@ -109,9 +109,13 @@ class Section:
         return value
 
     def get_seconds(self, name: str) -> float | None:
-        value = self._typed(name, (int, float), "a number of seconds")
+        return self.get_positive(name, "seconds")
+
+    def get_positive(self, name: str, unit: str) -> float | None:
+        """A finite number > 0 (``unit`` names it in the message), None when absent or bad."""
+        value = self._typed(name, (int, float), f"a number of {unit}")
         if value is not None and not (math.isfinite(value) and value > 0):
-            self.problems.add(self.key(name), f"must be a positive number of seconds, got {value}")
+            self.problems.add(self.key(name), f"must be a positive number of {unit}, got {value}")
             return None
         return None if value is None else float(value)
 

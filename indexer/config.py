@@ -68,6 +68,11 @@ for secrets; an unset variable is a problem)::
     push_interval         5         seconds between pusher rounds (> 0)
     replace_after         60        seconds an unmined transaction waits before it is
                                     replaced (same account nonce, fees +25 %) (> 0)
+    max_fee_gwei          per chain  the most a replacement may offer per gas (> 0): 200 on
+                                    Ethereum (1), 2000 on Polygon (137), 20 on BNB (56),
+                                    5 on OP/Base/Arbitrum (10, 8453, 42161), 100 elsewhere.
+                                    Reached: escalation stops, the same transaction is
+                                    rebroadcast, indexer_pusher_fee_capped_transactions > 0
 
 ABI files are JSON: either an object with key ``abi`` (Foundry/Hardhat artifacts and our
 ``abis/``) or a bare list of ABI entries. Chain and contract names are letters, digits and
@@ -262,6 +267,7 @@ class SignerSettings:
     deadline_s: int = DEADLINE_S
     push_interval_s: float = PUSH_INTERVAL_S
     replace_after_s: float = REPLACE_AFTER_S
+    max_fee_gwei: float | None = None  # None: default_max_fee_gwei(chain_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -454,7 +460,17 @@ _SIGNER_KEYS = (
     "deadline",
     "push_interval",
     "replace_after",
+    "max_fee_gwei",
 )
+
+# Fee caps per chain id (gwei): above the usual peaks of each network, far below a runaway.
+MAX_FEE_GWEI: dict[int, float] = {1: 200, 137: 2000, 56: 20, 10: 5, 8453: 5, 42161: 5}
+DEFAULT_MAX_FEE_GWEI = 100.0
+
+
+def default_max_fee_gwei(chain_id: int) -> float:
+    """The fee cap of a chain when ``[signer] max_fee_gwei`` is not set."""
+    return MAX_FEE_GWEI.get(chain_id, DEFAULT_MAX_FEE_GWEI)
 
 
 def _key(sec: Section, name: str, var: str, ctx: _Context) -> Secret | None:
@@ -517,6 +533,7 @@ def _signer(table: Mapping[str, Any] | None, ctx: _Context) -> SignerSettings | 
         deadline_s=sec.get_int("deadline", minimum=1) or DEADLINE_S,
         push_interval_s=sec.get_seconds("push_interval") or PUSH_INTERVAL_S,
         replace_after_s=sec.get_seconds("replace_after") or REPLACE_AFTER_S,
+        max_fee_gwei=sec.get_positive("max_fee_gwei", "gwei"),
     )
 
 

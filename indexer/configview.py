@@ -110,6 +110,7 @@ def render(settings: Settings) -> str:
                 "deadline": signer.deadline_s,
                 "push_interval": signer.push_interval_s,
                 "replace_after": signer.replace_after_s,
+                "max_fee_gwei": signer.max_fee_gwei,
             }
         )
     return "\n".join(out) + "\n"

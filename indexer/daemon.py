@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import signal
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -304,13 +305,13 @@ def _endpoint_probe(rt: ChainRuntime) -> SideTask:
 async def _pushers(
     settings: Settings, runtimes: list[ChainRuntime], pool: asyncpg.Pool
 ) -> list[tuple[str, SideTask]]:
-    """One pusher per chain when ``[signer]`` is configured (roles checked before starting)."""
+    """One pusher per chain when ``[signer]`` is configured (a bank on which the signer lacks
+    DISTRIBUTOR_ROLE is skipped with an error and a gauge, not a reason to stop)."""
     if settings.signer is None:
         return []
     out: list[tuple[str, SideTask]] = []
     for rt in runtimes:
         pusher = make_pusher(settings.signer, rt, pool)
-        await pusher.check_roles()
         out.append((f"pusher:{rt.settings.name}", pusher.run))
     return out
 
@@ -399,8 +400,10 @@ async def _run_all(
     exit_when_caught_up: bool,
     side: Sequence[tuple[str, SideTask]] = (),
 ) -> list[tuple[ChainRuntime, Step]]:
-    """Followers and side tasks (pusher, reconciler) in one TaskGroup: a task that crashes
-    cancels the others and the daemon exits non-zero; side tasks end with the followers."""
+    """Followers and side tasks (pusher, reconciler) in one TaskGroup. A follower that crashes
+    cancels the others and the daemon exits non-zero; a side task that raises is restarted
+    with backoff (``_supervised``): nothing the pusher or reconciler meets stops indexing.
+    Side tasks end with the followers."""
     async with asyncio.TaskGroup() as tg:
         tasks = [
             (
@@ -413,10 +416,36 @@ async def _run_all(
             for rt in runtimes
         ]
         for name, fn in side:
-            tg.create_task(fn(stop), name=name)
+            tg.create_task(_supervised(name, fn, stop), name=name)
         if side:
             tg.create_task(_stop_when_done([t for _, t in tasks], stop), name="side-stopper")
     return [(rt, t.result()) for rt, t in tasks]
+
+
+SIDE_RESTART_S = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+
+
+async def _supervised(name: str, fn: SideTask, stop: asyncio.Event) -> None:
+    """Run a side task until ``stop``; when it raises (a bug, a malformed answer, a row it
+    did not expect) log it, count it and start it again after a growing pause."""
+    failures = 0
+    while not stop.is_set():
+        started = time.monotonic()
+        try:
+            await fn(stop)
+            return
+        except Exception as exc:  # isolation: whatever it was, the followers go on
+            failures = 0 if time.monotonic() - started > 300 else failures + 1
+            pause = SIDE_RESTART_S[min(failures, len(SIDE_RESTART_S) - 1)]
+            metrics.TASK_RESTARTS.labels(name).inc()
+            log.error(
+                "side_task_failed",
+                task=name,
+                error=f"{type(exc).__name__}: {exc}"[:500],
+                restart_in_s=pause,
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), pause)
 
 
 async def _stop_when_done(tasks: list[asyncio.Task[Step]], stop: asyncio.Event) -> None:

@@ -8,6 +8,7 @@ an advisory lock. Rows of the event tables are written with COPY by the sink.
 from __future__ import annotations
 
 import re
+import secrets
 from pathlib import Path
 from typing import TypeAlias
 
@@ -16,7 +17,7 @@ import asyncpg.pool
 
 from indexer.errors import DatabaseUnavailable, SchemaVersionError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: meta.nonce_salt, batch count/total/evidence/lease, amount < 2^256
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schema.sql"
 SQL_DIR = Path(__file__).resolve().parent / "sql"
 MIGRATE_LOCK_KEY = 0x7265_7761_7264  # "reward": one advisory lock for schema changes
@@ -119,6 +120,8 @@ async def migrate(dsn: str) -> int:
                 )
             async with con.transaction():
                 await con.execute(SCHEMA_PATH.read_text())
+                # Written once: later migrations keep it (ON CONFLICT DO NOTHING).
+                await con.execute(Q["init_meta"], "nonce_salt", "0x" + secrets.token_hex(32))
                 await con.execute(Q["record_schema_version"], SCHEMA_VERSION)
         finally:
             await con.execute("SELECT pg_advisory_unlock($1)", MIGRATE_LOCK_KEY)
@@ -138,6 +141,14 @@ async def check_version(pool: asyncpg.Pool) -> None:
             f"database is at schema version {found}, this build needs {SCHEMA_VERSION}"
             + (": run `indexer migrate`" if found < SCHEMA_VERSION else "")
         )
+
+
+async def nonce_salt(con: Conn) -> bytes:
+    """This database's batch-nonce salt (see ``meta`` in schema.sql)."""
+    value = await con.fetchval(Q["meta_value"], "nonce_salt")
+    if value is None:
+        raise SchemaVersionError("database has no nonce salt: run `indexer migrate`")
+    return bytes.fromhex(str(value)[2:])
 
 
 def quote_ident(name: str) -> str:

@@ -30,7 +30,7 @@ REWARD_TYPEHASH = keccak(text=REWARD_TYPE)
 REWARD_BATCH_TYPEHASH = keccak(text=REWARD_BATCH_TYPE + REWARD_TYPE)
 
 # Domain tag of batch_nonce(); bump the version suffix if the formula ever changes.
-NONCE_TAG = keccak(text="rewardsync.RewardBatch.nonce.v1")
+NONCE_TAG = keccak(text="rewardsync.RewardBatch.nonce.v2")
 
 _UINT256_MAX = 2**256 - 1
 
@@ -159,21 +159,46 @@ def sign_reward_batch(
     return bytes(signed.signature)
 
 
-def batch_nonce(chain_id: int, bank: str, batch_id: int) -> bytes:
-    """The bytes32 nonce of database batch ``batch_id``:
-    ``keccak256(abi.encode(NONCE_TAG, uint256 chain_id, address bank, uint256 batch_id))``
-    with ``NONCE_TAG = keccak256("rewardsync.RewardBatch.nonce.v1")``.
-
-    A retry of the same batch reuses the nonce, so the bank accepts it at most once; chain and
-    bank are mixed in so that equal ids on other chains or banks never look alike."""
+def batch_content(campaign_id: bytes, token: str, rewards: Sequence[Reward]) -> bytes:
+    """What a batch pays: ``keccak256(abi.encode(campaign_id, token, rewardsHash))`` with the
+    EIP-712 ``rewardsHash`` of the entries in the signed order."""
+    rewards_hash = keccak(b"".join(_reward_hash(r) for r in rewards))
     return keccak(
         encode(
-            ["bytes32", "uint256", "address", "uint256"],
+            ["bytes32", "address", "bytes32"],
+            [_bytes32(campaign_id, "campaign_id"), to_canonical_address(token), rewards_hash],
+        )
+    )
+
+
+def batch_nonce(
+    chain_id: int,
+    bank: str,
+    batch_id: int,
+    *,
+    salt: bytes = bytes(32),
+    content: bytes = bytes(32),
+) -> bytes:
+    """The bytes32 nonce of database batch ``batch_id``:
+    ``keccak256(abi.encode(NONCE_TAG, bytes32 salt, uint256 chain_id, address bank,
+    uint256 batch_id, bytes32 content))`` with ``NONCE_TAG =
+    keccak256("rewardsync.RewardBatch.nonce.v2")``, ``salt`` the database's random
+    ``meta.nonce_salt`` and ``content`` :func:`batch_content`.
+
+    A retry of the same batch reuses the nonce, so the bank accepts it at most once. The salt
+    keeps a second database (or a reset sequence) from deriving a nonce another database used;
+    the content keeps a restored backup from reusing an id's nonce for different rewards (the
+    same id with the same rewards is the same payment, which the bank then refuses: paid)."""
+    return keccak(
+        encode(
+            ["bytes32", "bytes32", "uint256", "address", "uint256", "bytes32"],
             [
                 NONCE_TAG,
+                _bytes32(salt, "salt"),
                 _uint256(chain_id, "chain_id"),
                 to_canonical_address(bank),
                 _uint256(batch_id, "batch_id"),
+                _bytes32(content, "content"),
             ],
         )
     )

@@ -1,8 +1,10 @@
 """Failpoints for crash and fault tests, enabled only by ``INDEXER_FAILPOINTS``.
 
 Format: ``name=action[,name=action]`` where action is ``kill`` (SIGKILL this process),
-``kill@N`` (on the N-th hit), ``sleep:S`` (pause S seconds), or ``error`` (raise
-``FailpointError``, a retryable fault). Unset, ``hit`` costs one dict lookup.
+``kill@N`` (on the N-th hit), ``sleep:S`` (pause S seconds), ``error`` (raise
+``FailpointError``, a retryable fault), or ``crash@N`` (raise ``FailpointCrash``, an error
+nobody expects, on the N-th hit only: a task's bug, to prove the task is restarted).
+Unset, ``hit`` costs one dict lookup.
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ ENV_VAR = "INDEXER_FAILPOINTS"
 
 class FailpointError(Retryable):
     """A failpoint injected an error."""
+
+
+class FailpointCrash(RuntimeError):
+    """A failpoint injected an unexpected error (not an IndexerError)."""
 
 
 def _parse(spec: str) -> dict[str, str]:
@@ -57,3 +63,7 @@ async def hit(name: str) -> None:
         await asyncio.sleep(float(action.split(":", 1)[1]))
     elif action == "error":
         raise FailpointError(f"failpoint {name}")
+    elif action.startswith("crash"):
+        nth = int(action.split("@", 1)[1]) if "@" in action else 1
+        if _HITS[name] == nth:
+            raise FailpointCrash(f"failpoint {name}: crash")

@@ -76,6 +76,42 @@ PUSHER_ERRORS = Counter(
     "indexer_pusher_errors_total", "Batches refused by the contract, by error", ["chain", "error"]
 )
 
+PUSHER_UNWATCHED = Gauge(
+    "indexer_pusher_rewards_unwatched_bank",
+    "Queued rewards left pending because their bank is no ProductBank this chain watches",
+    ["chain"],
+)
+PUSHER_NO_ROLE = Gauge(
+    "indexer_pusher_banks_without_role",
+    "Banks with queued rewards on which the signer lacks DISTRIBUTOR_ROLE (skipped)",
+    ["chain"],
+)
+PUSHER_FEE_CAPPED = Gauge(
+    "indexer_pusher_fee_capped_transactions",
+    "Stuck transactions whose replacement fee reached [signer] max_fee_gwei",
+    ["chain"],
+)
+PUSHER_PAUSED = Gauge(
+    "indexer_pusher_paused",
+    "1 when the pusher stopped making batches: our sender pushed a batch this database never made",
+    ["chain"],
+)
+PUSHER_NONCE_GAPS = Counter(
+    "indexer_pusher_nonce_gaps_filled_total",
+    "Account nonces below our recorded ones that the node lacked, filled by a resend or no-op",
+    ["chain", "how"],
+)
+JUDGE_VERDICTS = Counter(
+    "indexer_settlement_verdicts_total",
+    "Batches settled from the contract's own state at a finalized block, by verdict",
+    ["chain", "verdict"],
+)
+TASK_RESTARTS = Counter(
+    "indexer_task_restarts_total",
+    "Side tasks (pusher, reconciler, probe) restarted after an unexpected error",
+    ["task"],
+)
+
 
 def init_chain(chain: str) -> None:
     """Create the chain's per-chain series at 0, so that dashboards and ``rate()`` or
@@ -84,7 +120,14 @@ def init_chain(chain: str) -> None:
         counter.labels(chain)
     for histogram in (REORG_DEPTH, BATCH_COMMIT_SECONDS):
         histogram.labels(chain)
-    for gauge in (HALTED, LEADER):
+    for gauge in (
+        HALTED,
+        LEADER,
+        PUSHER_UNWATCHED,
+        PUSHER_NO_ROLE,
+        PUSHER_FEE_CAPPED,
+        PUSHER_PAUSED,
+    ):
         gauge.labels(chain)
 
 

@@ -1,30 +1,40 @@
 """The reward pusher: queued rewards go on chain in signed batches, at most once each (P4).
 
-A round: (1) take ``pending`` rewards (``FOR UPDATE SKIP LOCKED``), group them by (bank,
-campaign, token), cut batches of at most ``max_batch`` as ``draft`` rows whose nonce derives
-from their database id; (2) for each due draft: sign the EIP-712 batch, pre-flight it with
-``eth_estimateGas`` (a refusal such as ``InsufficientBudget`` is recorded, the draft waits with
-backoff: no hot loop, no gas spent), sign an EIP-1559 transaction, record the raw transaction
-and its hash (``pending``) BEFORE broadcasting it (the outbox); (3) for each pending batch:
-rebroadcast the same raw transaction until it is mined (a dropped connection or a reorg that
-removed its block changes nothing: same bytes, same hash), replace it with higher fees at the
-same account nonce when it stays unmined, and send a reverted batch back to draft.
+A round: (0) the chain judge (``indexer/settlement.py``) settles open batches from the banks'
+own state at a final block: whether a batch was paid is never inferred from our tables;
+(1) take ``pending`` rewards of banks this chain watches (a configured ProductBank or one the
+factory made) on which the signer holds DISTRIBUTOR_ROLE (``FOR UPDATE SKIP LOCKED``), group
+them by (bank, campaign, token), cut batches of at most ``max_batch`` as ``draft`` rows whose
+nonce derives from the database's salt, the batch id and what it pays; rewards of other banks
+stay pending with an ``error``; (2) for each due draft: take its lease (a compare-and-set
+token), sign the EIP-712 batch, pre-flight it with ``eth_estimateGas`` (a refusal such as
+``InsufficientBudget`` is recorded, the draft waits with backoff: no hot loop, no gas spent),
+sign an EIP-1559 transaction and record it (``pending``) BEFORE broadcasting it (the outbox),
+only if the lease is still ours; (3) for each pending batch: rebroadcast the same raw
+transaction until it is mined, replace it with higher fees (capped by ``max_fee_gwei``) at the
+same account nonce when it stays unmined, take a successful receipt carrying the batch's
+``RewardsPushed`` as evidence (``mined_block``: the judge confirms it once final), send a
+reverted batch back to draft; (4) fill account-nonce gaps the node lacks (resend the recorded
+transaction, or a no-op self-transfer).
 
-Safety does not rest on the pusher: the contract refuses a used batch nonce, a batch counts as
-confirmed only from its indexed ``RewardsPushed(nonce)`` (``indexer/rewards.py``), and a batch
-is given up (rewards re-queued under a new nonce) only when its deadline has passed at a
-finalized block without that event. Two pushers never share a reward (row locks) nor an
-account nonce (an advisory lock per sender).
+A transaction the node refuses ("insufficient funds", "fee too low", ...) never entered a pool,
+so its account nonce is released (the batch is a draft again); "already known" and "nonce too
+low" are not refusals. Two pushers never share a reward (row locks), never both sign a draft
+(the lease token), nor an account nonce (an advisory lock per sender).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
+import secrets
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import groupby
-from typing import Any
+from typing import Any, Final
 
 import asyncpg
 import structlog
@@ -34,12 +44,13 @@ from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
 from indexer import failpoints, metrics
-from indexer.config import ChainSettings, SignerSettings
-from indexer.db import CONNECTION_ERRORS, Q
-from indexer.eip712 import Reward, batch_nonce, sign_reward_batch
+from indexer.config import ChainSettings, SignerSettings, default_max_fee_gwei
+from indexer.db import CONNECTION_ERRORS, Q, nonce_salt
+from indexer.eip712 import Reward, batch_content, batch_nonce, sign_reward_batch
 from indexer.errors import LaggingNode, Retryable, RpcError, SignerNotAuthorized
 from indexer.rpc import ExecutionReverted, RpcClient
-from indexer.types import BlockHeader
+from indexer.settlement import REWARDS_PUSHED, Judge
+from indexer.types import BlockHeader, Receipt
 
 log = structlog.get_logger()
 
@@ -52,9 +63,28 @@ TAKE_LIMIT = 5_000  # rewards taken per round
 REBROADCAST_S = 3.0
 FEE_BUMP = 1.25  # replacement fees (nodes require at least +10 %)
 GAS_MARGIN = 1.25
+DEFAULT_TIP = 1_000_000_000
+ROLE_TTL_S = (300.0, 30.0)  # how long a role check holds: granted, missing
+# New batches are made only when the index is this close to the head, so that a push the
+# index has not seen yet (a restored backup's original) cannot be missed by the interlock.
+PUSH_MAX_LAG_BLOCKS = 5
 # P7: RPC and database faults are retried next round, never an exit.
 _RETRIED: tuple[type[BaseException], ...] = (Retryable, *CONNECTION_ERRORS)
 REFUSAL_BACKOFF_S = (15, 30, 60, 120, 300, 600)
+# What a node says when it did NOT take a transaction into its pool (the account nonce stays
+# free). "already known", "nonce too low", "already imported" mean it has it or mined it.
+_REFUSED: Final = re.compile(
+    r"insufficient funds|fee too low|underpriced|less than (the )?block base fee|"
+    r"intrinsic gas too low|exceeds block gas limit|gas limit reached|tip above fee cap|"
+    r"max fee per gas less than|invalid sender|transaction type not supported",
+    re.IGNORECASE,
+)
+_KNOWN: Final = re.compile(r"already known|known transaction|nonce too low|already imported")
+
+
+def is_refusal(message: str) -> bool:
+    """Whether a node's answer to ``eth_sendRawTransaction`` means "not taken" (nonce free)."""
+    return not _KNOWN.search(message.lower()) and bool(_REFUSED.search(message))
 
 
 def _error_selectors(abi: tuple[dict[str, Any], ...]) -> dict[str, str]:
@@ -72,6 +102,16 @@ def _sender_lock_key(chain_id: int, sender: str) -> int:
     )
 
 
+def configured_banks(chain: ChainSettings) -> list[str]:
+    """Addresses of configured contracts that take reward batches (a ``pushRewards`` ABI)."""
+    return sorted(
+        c.address
+        for c in chain.contracts
+        if c.address is not None
+        and any(e.get("type") == "function" and e.get("name") == "pushRewards" for e in c.abi)
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class PushRound:
     """What one round did (for logs and tests)."""
@@ -80,6 +120,7 @@ class PushRound:
     signed: int
     broadcast: int
     refused: int
+    settled: int = 0
 
 
 class Pusher:
@@ -104,29 +145,44 @@ class Pusher:
         self.sender = Account.from_key(self._sender_key).address.lower()
         self.errors = _error_selectors(bank_abi)
         self.lock_key = _sender_lock_key(chain.chain_id, self.sender)
+        gwei = signer.max_fee_gwei or default_max_fee_gwei(chain.chain_id)
+        self.max_fee = int(gwei * 1_000_000_000)
+        self.judge = Judge(pool, rpc, chain)
+        self._roles: dict[str, tuple[bool, float]] = {}
+        self._salt: bytes | None = None
+        self._gap_seen: dict[int, float] = {}
+        self._senders: dict[str, str | None] = {}  # tx hash -> from, of foreign pushes
+        self.paused: str | None = None
 
     # ---- checks -------------------------------------------------------------------------
 
     async def check_roles(self) -> None:
-        """Refuse to push when the signer is not a distributor of a bank with queued rewards."""
+        """For ``indexer push``: refuse to start when the signer is not a distributor of a
+        bank with queued rewards (the daemon skips such banks instead, see ``_banks``)."""
         async with self.pool.acquire() as con:
             banks = [
                 r["bank"] for r in await con.fetch(Q["banks_with_pending"], self.chain.chain_id)
             ]
-        if not banks:
-            return
-        latest = await self._latest()
-        missing = []
-        for bank in banks:
-            data = HAS_ROLE + encode(["bytes32", "address"], [DISTRIBUTOR_ROLE, self.signer])
-            out = await self.rpc.eth_call(bank, data, latest.hash)
-            if not out or int.from_bytes(out[-32:], "big") != 1:
-                missing.append(bank)
+        missing = [b for b in banks if not await self._has_role(b)]
         if missing:
             raise SignerNotAuthorized(
                 f"signer {self.signer} lacks DISTRIBUTOR_ROLE on bank(s) {', '.join(missing)} "
                 f"on chain {self.chain.name}"
             )
+
+    async def _has_role(self, bank: str) -> bool:
+        cached = self._roles.get(bank)
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
+        latest = await self._latest()
+        data = HAS_ROLE + encode(["bytes32", "address"], [DISTRIBUTOR_ROLE, self.signer])
+        try:
+            out = await self.rpc.eth_call(bank, data, latest.hash)
+        except ExecutionReverted:
+            out = b""
+        ok = len(out) >= 32 and int.from_bytes(out[-32:], "big") == 1
+        self._roles[bank] = (ok, time.monotonic() + ROLE_TTL_S[0 if ok else 1])
+        return ok
 
     async def _latest(self) -> BlockHeader:
         header = await self.rpc.header("latest")
@@ -134,9 +190,39 @@ class Pusher:
             raise LaggingNode("the node has no latest block")
         return header
 
+    async def _banks(self, con: asyncpg.pool.PoolConnectionProxy[asyncpg.Record]) -> list[str]:
+        """Banks we may push for: watched on this chain and the signer a distributor there.
+        Rewards of the others stay pending with an ``error`` and a gauge."""
+        cid, name = self.chain.chain_id, self.chain.name
+        known = sorted(
+            set(configured_banks(self.chain))
+            | {r["bank"] for r in await con.fetch(Q["known_banks"], cid)}
+        )
+        queued = {r["bank"] for r in await con.fetch(Q["banks_with_pending"], cid)}
+        unwatched = await con.fetchval(
+            Q["mark_unwatched"],
+            cid,
+            known,
+            "bank not watched: no configured or factory-made ProductBank of this chain",
+        )
+        metrics.PUSHER_UNWATCHED.labels(name).set(unwatched or 0)
+        no_role = [b for b in sorted(queued & set(known)) if not await self._has_role(b)]
+        if no_role:
+            await con.execute(
+                Q["mark_bank_error"],
+                cid,
+                no_role,
+                f"signer {self.signer} lacks DISTRIBUTOR_ROLE on this bank",
+            )
+            log.warning("pusher_banks_without_role", chain=name, banks=no_role)
+        metrics.PUSHER_NO_ROLE.labels(name).set(len(no_role))
+        return [b for b in known if b not in set(no_role)]
+
     # ---- the round ----------------------------------------------------------------------
 
     async def run_once(self) -> PushRound:
+        await failpoints.hit("pusher.round")
+        settled = len([v for v in await self.judge.settle_due() if v.verdict != "waiting"])
         created = await self._create_batches()
         signed = refused = 0
         while True:
@@ -146,15 +232,17 @@ class Pusher:
             signed += outcome == "signed"
             refused += outcome == "refused"
         broadcast = await self._watch_pending()
+        await self._fill_gaps()
         await self._update_metrics()
-        return PushRound(created, signed, broadcast, refused)
+        return PushRound(created, signed, broadcast, refused, settled)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Rounds every ``push_interval`` until ``stop``; transient faults are retried."""
+        """Rounds every ``push_interval`` until ``stop``; transient faults are retried (any
+        other error ends the task: the daemon restarts it with backoff)."""
         while not stop.is_set():
             try:
                 result = await self.run_once()
-                if result.created or result.signed or result.refused:
+                if result.created or result.signed or result.refused or result.settled:
                     log.info(
                         "push_round",
                         chain=self.chain.name,
@@ -162,48 +250,124 @@ class Pusher:
                         signed=result.signed,
                         broadcast=result.broadcast,
                         refused=result.refused,
+                        settled=result.settled,
                     )
             except _RETRIED as exc:
                 log.warning("push_retry", chain=self.chain.name, error=str(exc) or repr(exc))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.settings.push_interval_s)
 
+    async def _hold_reason(self, latest: BlockHeader) -> str | None:
+        """Why no new batch may be made now (None: go on).
+
+        The interlock (P4 across databases): an indexed RewardsPushed that no batch of ours
+        made, sent by OUR sender, means another database pushes with our keys, typically the
+        original of a restored backup whose queue still holds rewards it paid. Pushing stops
+        for the chain (gauge ``indexer_pusher_paused``, an error on the queued rewards) until
+        an operator settles those rewards (docs/runbook.md, "PusherPaused")."""
+        cid = self.chain.chain_id
+        async with self.pool.acquire() as con:
+            position = await con.fetchval(Q["index_position"], cid)
+            if position is None or position < latest.number - PUSH_MAX_LAG_BLOCKS:
+                return "waiting for the index to reach the head"
+            foreign = [r["tx_hash"] for r in await con.fetch(Q["foreign_pushes"], cid)]
+        for tx in foreign:
+            if tx not in self._senders:
+                self._senders[tx] = await self.rpc.transaction_sender(tx)
+            if self._senders[tx] == self.sender:
+                return (
+                    f"pusher paused: transaction {tx} of sender {self.sender} pushed a batch this "
+                    "database never made (a restored backup, or another database sharing the "
+                    "sender key)"
+                )
+        return None
+
     async def _create_batches(self) -> int:
         latest = await self._latest()
         deadline = latest.timestamp + self.settings.deadline_s
         cid = self.chain.chain_id
+        hold = await self._hold_reason(latest)
+        paused = hold is not None and hold.startswith("pusher paused")
+        metrics.PUSHER_PAUSED.labels(self.chain.name).set(1 if paused else 0)
+        if hold is not None:
+            if paused:
+                async with self.pool.acquire() as con:
+                    await con.execute(Q["mark_all_pending"], cid, hold)
+                if self.paused != hold:
+                    log.error("pusher_paused", chain=self.chain.name, reason=hold)
+            self.paused = hold
+            return 0
+        self.paused = None
         created = 0
         async with self.pool.acquire() as con, con.transaction():
-            rows = await con.fetch(Q["take_pending_rewards"], cid, TAKE_LIMIT)
-            for (bank, campaign, token), group in groupby(
-                rows, key=lambda r: (r["bank"], r["campaign_id"], r["token"])
-            ):
+            if self._salt is None:
+                self._salt = await nonce_salt(con)
+            banks = await self._banks(con)
+            rows = await con.fetch(Q["take_pending_rewards"], cid, TAKE_LIMIT, banks)
+            for _, group in groupby(rows, key=lambda r: (r["bank"], r["campaign_id"], r["token"])):
                 items = list(group)
                 for i in range(0, len(items), self.settings.max_batch):
                     chunk = items[i : i + self.settings.max_batch]
-                    batch_id = await con.fetchval(
-                        Q["insert_batch"], cid, bank, campaign, token, deadline
-                    )
-                    nonce = "0x" + batch_nonce(cid, bank, batch_id).hex()
-                    await con.execute(Q["set_batch_nonce"], batch_id, nonce)
-                    await con.execute(Q["assign_rewards"], batch_id, [r["id"] for r in chunk])
-                    created += 1
+                    created += await self._create_one(con, chunk, deadline, latest.number)
         return created
 
-    async def _claim_draft(self) -> asyncpg.Record | None:
+    async def _create_one(
+        self,
+        con: asyncpg.pool.PoolConnectionProxy[asyncpg.Record],
+        chunk: Sequence[asyncpg.Record],
+        deadline: int,
+        block: int,
+    ) -> int:
+        """One draft for ``chunk``; 0 when its nonce is already recorded (a restored backup
+        whose batch of the same id paid exactly these entries): the rewards wait, flagged."""
+        cid = self.chain.chain_id
+        bank, campaign, token = chunk[0]["bank"], chunk[0]["campaign_id"], chunk[0]["token"]
+        entries = [Reward(r["wallet"], int(r["amount"])) for r in chunk]
+        content = batch_content(bytes.fromhex(campaign[2:]), token, entries)
+        ids = [r["id"] for r in chunk]
+        try:
+            async with con.transaction():  # a savepoint: a taken nonce undoes only this draft
+                batch_id = await con.fetchval(
+                    Q["insert_batch"], cid, bank, campaign, token, deadline
+                )
+                assert self._salt is not None
+                nonce = batch_nonce(cid, bank, batch_id, salt=self._salt, content=content)
+                await con.execute(
+                    Q["set_batch_nonce"],
+                    batch_id,
+                    "0x" + nonce.hex(),
+                    len(entries),
+                    sum(e.amount for e in entries),
+                    block,
+                )
+                await con.execute(Q["assign_rewards"], batch_id, ids)
+        except asyncpg.UniqueViolationError:
+            error = "batch nonce already recorded by another batch: check `indexer reconcile`"
+            await con.execute(Q["rewards_error_ids"], ids, error)
+            log.error("batch_nonce_taken", chain=self.chain.name, bank=bank, rewards=len(ids))
+            return 0
+        return 1
+
+    async def _claim_draft(self) -> tuple[asyncpg.Record, int] | None:
+        """The next due draft and our lease token on it: only the holder of the current
+        token may record a signed transaction for it (two pushers never both sign)."""
         async with self.pool.acquire() as con, con.transaction():
             row = await con.fetchrow(Q["drafts_due"] + " LIMIT 1", self.chain.chain_id)
-            if row is not None:
-                # A lease, so that two pushers do not both sign it (harmless, but wasteful).
-                lease = min(max(5 * self.settings.push_interval_s, 1.0), 60.0)
-                await con.execute(Q["batch_note"], row["id"], None, lease)
-            return row
+            if row is None:
+                return None
+            token = secrets.randbits(62)
+            lease = min(max(5 * self.settings.push_interval_s, 1.0), 60.0)
+            await con.execute(Q["lease_draft"], row["id"], token, lease)
+            return row, token
 
     async def _sign_one(self) -> str | None:
         """Sign, pre-flight, record and broadcast one due draft; None when there is none."""
-        draft = await self._claim_draft()
-        if draft is None:
+        if self.paused is not None and self.paused.startswith("pusher paused"):
             return None
+        claimed = await self._claim_draft()
+        if claimed is None:
+            return None
+        draft, lease = claimed
         await failpoints.hit("pusher.before_sign")
         async with self.pool.acquire() as con:
             entries = await con.fetch(Q["batch_rewards"], draft["id"])
@@ -231,14 +395,20 @@ class Pusher:
         )
         call = {"from": self.sender, "to": draft["bank"], "data": "0x" + data.hex()}
         try:
-            gas = int(await self.rpc.request("eth_estimateGas", [call]), 16)
+            gas = await self.rpc.estimate_gas(call)
         except ExecutionReverted as exc:
             await self._refused(draft["id"], self._error_name(exc), draft["deadline"])
             return "refused"
         await failpoints.hit("pusher.after_sign")
-        raw, tx_hash = await self._record(draft["id"], draft["bank"], data, int(gas * GAS_MARGIN))
+        recorded = await self._record(
+            draft["id"], draft["bank"], data, int(gas * GAS_MARGIN), lease=lease
+        )
+        if recorded is None:
+            log.warning("draft_lease_lost", chain=self.chain.name, batch=draft["id"])
+            return "lost"
+        raw, tx_hash = recorded
         await failpoints.hit("pusher.after_record")
-        await self._broadcast(draft["id"], raw)
+        await self._broadcast(draft["id"], raw, tx_hash, first=True)
         await failpoints.hit("pusher.after_broadcast")
         log.info(
             "reward_batch_sent",
@@ -271,13 +441,10 @@ class Pusher:
         )
 
     async def _fees(self) -> tuple[int, int]:
-        block = await self.rpc.request("eth_getBlockByNumber", ["latest", False])
-        base = int(block.get("baseFeePerGas") or "0x0", 16)
-        try:
-            prio = int(await self.rpc.request("eth_maxPriorityFeePerGas", []), 16)
-        except RpcError:
-            prio = 1_000_000_000
-        return 2 * base + prio, prio
+        """(max fee, priority fee) for a new transaction, both within the fee cap."""
+        base, tip = await self.rpc.fee_data()
+        prio = min(tip if tip is not None else DEFAULT_TIP, self.max_fee)
+        return min(2 * base + prio, self.max_fee), prio
 
     async def _record(
         self,
@@ -286,17 +453,21 @@ class Pusher:
         data: bytes,
         gas: int,
         *,
-        nonce: int | None = None,
+        lease: int | None = None,
+        replacing: asyncpg.Record | None = None,
         fees: tuple[int, int] | None = None,
-    ) -> tuple[str, str]:
-        """Sign the transaction and record it, under the sender lock, before any broadcast."""
-        node_nonce = int(
-            await self.rpc.request("eth_getTransactionCount", [self.sender, "pending"]), 16
-        )
+    ) -> tuple[str, str] | None:
+        """Sign the transaction and record it, under the sender lock, before any broadcast.
+
+        A first signature needs our ``lease`` on the draft; a replacement needs the pending
+        row to still carry the transaction it replaces. None when that no longer holds."""
+        node_nonce = await self.rpc.transaction_count(self.sender, "pending")
         max_fee, prio = fees or await self._fees()
         async with self.pool.acquire() as con, con.transaction():
             await con.execute(Q["sender_lock"], self.lock_key)
-            if nonce is None:
+            if replacing is not None:
+                nonce = int(replacing["sender_nonce"])
+            else:
                 used = await con.fetchval(Q["max_sender_nonce"], self.chain.chain_id, self.sender)
                 nonce = max(node_nonce, (used + 1) if used is not None else 0)
             tx = {
@@ -313,26 +484,27 @@ class Pusher:
             signed = Account.sign_transaction(tx, self._sender_key)
             raw = "0x" + bytes(signed.raw_transaction).hex()
             tx_hash = "0x" + bytes(signed.hash).hex()
-            await con.execute(
-                Q["record_signed"],
-                batch_id,
-                raw,
-                tx_hash,
-                self.sender,
-                nonce,
-                max_fee,
-                prio,
-                "0x" + data.hex(),
-                gas,
-            )
-        return raw, tx_hash
+            args = (batch_id, raw, tx_hash, self.sender, nonce, max_fee, prio)
+            if replacing is not None:
+                done = await con.fetchval(Q["record_replacement"], *args, replacing["tx_hash"])
+            else:
+                done = await con.fetchval(Q["record_signed"], *args, "0x" + data.hex(), gas, lease)
+        return (raw, tx_hash) if done is not None else None
 
-    async def _broadcast(self, batch_id: int, raw: str) -> bool:
+    async def _broadcast(self, batch_id: int, raw: str, tx_hash: str, *, first: bool) -> bool:
+        """Hand the raw transaction to the node. A first broadcast the node refuses frees the
+        account nonce: the batch is a draft again (same batch nonce), retried with backoff."""
         try:
             await self.rpc.send_raw_transaction(bytes.fromhex(raw[2:]))
-        except RpcError as exc:
-            # "already known" / "nonce too low": the node has it or it was mined; watch decides.
+        except ExecutionReverted as exc:
             log.info("broadcast_refused", chain=self.chain.name, batch=batch_id, error=str(exc))
+        except RpcError as exc:
+            message = str(exc)
+            if first and is_refusal(message):
+                await self._unsign(batch_id, tx_hash, message)
+                return False
+            # "already known" / "nonce too low": the node has it or it was mined; watch decides.
+            log.info("broadcast_refused", chain=self.chain.name, batch=batch_id, error=message)
         except Retryable as exc:
             log.warning("broadcast_failed", chain=self.chain.name, batch=batch_id, error=str(exc))
             return False
@@ -340,50 +512,82 @@ class Pusher:
             await con.execute(Q["mark_broadcast"], batch_id)
         return True
 
+    async def _unsign(self, batch_id: int, tx_hash: str, message: str) -> None:
+        error = f"transaction refused by the node: {message[:200]}"
+        async with self.pool.acquire() as con, con.transaction():
+            attempts = await con.fetchval(Q["count_refusal"], batch_id)
+            wait = REFUSAL_BACKOFF_S[min(attempts - 1, len(REFUSAL_BACKOFF_S) - 1)]
+            done = await con.fetchval(Q["unsign_batch"], batch_id, tx_hash, error, wait)
+            if done is not None:
+                await con.execute(Q["rewards_error"], batch_id, error)
+        metrics.PUSHER_ERRORS.labels(self.chain.name, "node_refused").inc()
+        log.warning("reward_batch_tx_refused", chain=self.chain.name, batch=batch_id, error=message)
+
     async def _watch_pending(self) -> int:
         async with self.pool.acquire() as con:
-            rows = await con.fetch(
-                Q["pending_batches"].replace(" FOR UPDATE SKIP LOCKED", ""), self.chain.chain_id
-            )
-        sent = 0
+            rows = await con.fetch(Q["pending_batches"], self.chain.chain_id)
+        sent = stuck = capped = 0
         now = datetime.now(UTC)
-        stuck = 0
         for row in rows:
-            receipt = await self.rpc.request("eth_getTransactionReceipt", [row["tx_hash"]])
+            if (row["error"] or "").startswith("NonceAlreadyUsed"):
+                continue  # mined and reverted: the judge settles it
+            receipt = await self.rpc.receipt(row["tx_hash"])
             if receipt is not None:
                 await self._mined(row, receipt)
                 continue
             age = (now - row["submitted_at"]).total_seconds() if row["submitted_at"] else 0
             if age > self.settings.replace_after_s:
                 stuck += 1
-                await self._replace(row)
-                sent += 1
-            elif (
+                outcome = await self._replace(row)
+                if outcome == "replaced":
+                    sent += 1
+                    continue
+                capped += outcome == "capped"
+            if (
                 row["broadcast_at"] is None
                 or (now - row["broadcast_at"]).total_seconds() > REBROADCAST_S
             ):
-                sent += await self._broadcast(row["id"], row["raw_tx"])
+                sent += await self._broadcast(row["id"], row["raw_tx"], row["tx_hash"], first=False)
         metrics.PUSHER_STUCK.labels(self.chain.name).set(stuck)
+        metrics.PUSHER_FEE_CAPPED.labels(self.chain.name).set(capped)
+        if capped:
+            log.warning("pusher_fee_cap_reached", chain=self.chain.name, transactions=capped)
         return sent
 
-    async def _mined(self, row: asyncpg.Record, receipt: dict[str, Any]) -> None:
-        gas = int(receipt.get("gasUsed", "0x0"), 16)
-        if int(receipt.get("status", "0x1"), 16) == 1:
+    async def _mined(self, row: asyncpg.Record, receipt: Receipt) -> None:
+        if receipt.status == 1:
+            pushed = any(
+                lg.address == row["bank"]
+                and len(lg.topics) == 4
+                and lg.topics[0] == REWARDS_PUSHED
+                and lg.topics[3] == row["nonce"]
+                for lg in receipt.logs
+            )
+            if not pushed:
+                log.error(
+                    "receipt_without_rewards_pushed",
+                    chain=self.chain.name,
+                    batch=row["id"],
+                    tx_hash=receipt.tx_hash,
+                )
+                return
             async with self.pool.acquire() as con:
-                first_time = await con.fetchval(Q["record_mined"], row["id"], gas)
+                first_time = await con.fetchval(
+                    Q["record_mined"], row["id"], receipt.gas_used, receipt.block_number
+                )
             if first_time is not None:
-                metrics.PUSHER_GAS.labels(self.chain.name).inc(gas)
+                metrics.PUSHER_GAS.labels(self.chain.name).inc(receipt.gas_used)
             return
         # Reverted: find out why with a pre-flight of the same call now.
         decoded = await self._why_reverted(row["bank"], row["call_data"])
         if decoded == "NonceAlreadyUsed":
-            # Someone else's transaction carried this batch: its indexed event confirms it.
+            # Another transaction carried this batch's nonce: the judge reads the bank.
             log.info("reward_batch_pushed_by_other", chain=self.chain.name, batch=row["id"])
             async with self.pool.acquire() as con:
                 await con.execute(
                     Q["batch_note"],
                     row["id"],
-                    "NonceAlreadyUsed: confirmed by another transaction's RewardsPushed",
+                    "NonceAlreadyUsed: settled by the chain judge from the bank's state",
                     0,
                 )
             return
@@ -398,28 +602,88 @@ class Pusher:
     async def _why_reverted(self, bank: str, call_data: str) -> str | None:
         call = {"from": self.sender, "to": bank, "data": call_data}
         try:
-            await self.rpc.request("eth_estimateGas", [call])
+            await self.rpc.estimate_gas(call)
         except ExecutionReverted as exc:
             return self._error_name(exc)
         return None
 
-    async def _replace(self, row: asyncpg.Record) -> None:
-        """Same account nonce, fees raised: the stuck transaction is replaced, re-recorded first."""
+    async def _replace(self, row: asyncpg.Record) -> str:
+        """Same account nonce, fees raised (never above the cap): the stuck transaction is
+        replaced, re-recorded first. "capped" when the cap leaves no room for a bump a node
+        accepts (+10 %): the same transaction is rebroadcast instead."""
+        old_fee, old_prio = int(row["max_fee"]), int(row["priority_fee"])
         max_fee, prio = await self._fees()
-        max_fee = max(max_fee, int(int(row["max_fee"]) * FEE_BUMP) + 1)
-        prio = max(prio, int(int(row["priority_fee"]) * FEE_BUMP) + 1)
-        raw, tx_hash = await self._record(
+        max_fee = min(max(max_fee, int(old_fee * FEE_BUMP) + 1), self.max_fee)
+        prio = min(max(prio, int(old_prio * FEE_BUMP) + 1), max_fee)
+        if max_fee < int(old_fee * 1.1) + 1 or prio < int(old_prio * 1.1) + 1:
+            return "capped"
+        recorded = await self._record(
             row["id"],
             row["bank"],
             bytes.fromhex(row["call_data"][2:]),
             row["gas_limit"],
-            nonce=row["sender_nonce"],
+            replacing=row,
             fees=(max_fee, prio),
         )
+        if recorded is None:
+            return "lost"
+        raw, tx_hash = recorded
         log.warning(
             "reward_batch_replaced", chain=self.chain.name, batch=row["id"], tx_hash=tx_hash
         )
-        await self._broadcast(row["id"], raw)
+        await self._broadcast(row["id"], raw, tx_hash, first=False)
+        return "replaced"
+
+    async def _fill_gaps(self) -> None:
+        """Account nonces between the node's next one and our highest open one that no open
+        batch holds (its transaction was refused, or its batch was settled by another
+        transaction) stall every later batch: after a second look, each is filled by a no-op
+        self-transfer; a recorded one the node lacks is resent."""
+        pending = await self.rpc.transaction_count(self.sender, "pending")
+        async with self.pool.acquire() as con, con.transaction():
+            await con.execute(Q["sender_lock"], self.lock_key)
+            rows = await con.fetch(
+                Q["open_sender_nonces"], self.chain.chain_id, self.sender, pending
+            )
+        held = {int(r["sender_nonce"]): r for r in rows}
+        if not held:
+            self._gap_seen.clear()
+            return
+        now = time.monotonic()
+        missing = [k for k in range(pending, max(held)) if k not in held]
+        self._gap_seen = {k: self._gap_seen.get(k, now) for k in missing}
+        if pending in held:
+            r = held[pending]
+            await self._broadcast(r["id"], r["raw_tx"], r["tx_hash"], first=False)
+            metrics.PUSHER_NONCE_GAPS.labels(self.chain.name, "resend").inc()
+        for k in missing:
+            if now - self._gap_seen[k] < REBROADCAST_S:
+                continue  # seen for the first time: another pusher may be recording it
+            await self._send_noop(k)
+            self._gap_seen.pop(k, None)
+
+    async def _send_noop(self, nonce: int) -> None:
+        max_fee, prio = await self._fees()
+        tx = {
+            "type": 2,
+            "chainId": self.chain.chain_id,
+            "nonce": nonce,
+            "to": to_checksum_address(self.sender),
+            "value": 0,
+            "gas": 21_000,
+            "maxFeePerGas": max_fee,
+            "maxPriorityFeePerGas": prio,
+        }
+        signed = Account.sign_transaction(tx, self._sender_key)
+        try:
+            await self.rpc.send_raw_transaction(bytes(signed.raw_transaction))
+        except RpcError as exc:
+            log.warning(
+                "nonce_gap_fill_refused", chain=self.chain.name, nonce=nonce, error=str(exc)
+            )
+            return
+        metrics.PUSHER_NONCE_GAPS.labels(self.chain.name, "noop").inc()
+        log.warning("nonce_gap_filled", chain=self.chain.name, nonce=nonce, sender=self.sender)
 
     async def _update_metrics(self) -> None:
         cid, name = self.chain.chain_id, self.chain.name

@@ -14,10 +14,12 @@ Kinds (``Finding.kind``):
   contract's view, the fold of the events and ``reward_balances`` taken back to B;
 - ``contribution_mismatch``: contributions per (chama, member) at B vs ``getTotalContributed``;
 - ``missing_in_db``: a ``RewardsPushed`` at or below B without its ``reward_batches`` row (a
-  batch pushed outside the daemon), or ``RewardAdded`` credited straight through
-  MultiTokenPushPull by a pusher that is no bank;
+  batch pushed outside the daemon), ``RewardAdded`` credited straight through
+  MultiTokenPushPull by a pusher that is no bank, or a confirmed batch whose ``RewardsPushed``
+  is on chain but not in our tables (the index is incomplete; the chain judge records the
+  same subject when it confirms a batch from the chain);
 - ``missing_on_chain``: a batch recorded confirmed (at or below B) whose ``RewardsPushed`` is
-  not in the indexed canonical tables;
+  nowhere on chain at or below B;
 - ``status_mismatch``: a batch or reward whose status disagrees with the events at or below B
   (failed or pending though its event is final, confirmed at another block, its rewards not
   confirmed, still pending after its deadline passed at a final block, a confirmed reward
@@ -45,6 +47,7 @@ from indexer.config import ChainSettings
 from indexer.db import Conn, Q
 from indexer.follower import ChainFollower
 from indexer.rpc import RpcClient
+from indexer.settlement import Judge, Verdict
 from indexer.sink import rebuild_balances
 from indexer.types import BlockHeader
 from indexer.verify import expected_rows, insert_rows, stored_rows, table_columns
@@ -56,6 +59,7 @@ KINDS: Final = (
     "contribution_mismatch",
     "missing_in_db",
     "missing_on_chain",
+    "nonce_collision",
     "status_mismatch",
 )
 LOCK_NAMESPACE: Final = 0x7263  # "rc": high bits of the per-chain reconciler lock
@@ -380,21 +384,12 @@ class Reconciler:
 
     async def _missing_on_chain(self, r: asyncpg.Record, subject: str, b: int) -> Finding:
         """A batch said confirmed without a final event: is the event on chain at all?"""
-        logs = await self.rpc.request(
-            "eth_getLogs",
-            [
-                {
-                    "fromBlock": hex(self._start_block()),
-                    "toBlock": hex(b),
-                    "address": r["bank"],
-                    "topics": [_REWARDS_PUSHED, None, None, r["nonce"]],
-                }
-            ],
-        )
+        topics = [_REWARDS_PUSHED, None, None, r["nonce"]]
+        logs = await self.rpc.find_logs(r["bank"], topics, self._start_block(), b)
         if logs:
-            block = int(logs[0]["blockNumber"], 16)
+            block = logs[0].block_number
             return Finding(
-                "missing_on_chain",
+                "missing_in_db",
                 subject,
                 f"RewardsPushed at block {block} on chain",
                 "event not in the indexed tables",
@@ -540,6 +535,7 @@ class Reconciler:
             if f.fix and (f.fix[0] == "refetch" or (f.fix[0] == "balance" and f.fix[5])):
                 refetch[f.fix[1]].append(f.subject)
         missing = {a: await self._missing_rows(a, header.number) for a in sorted(refetch)}
+        judged = await self._judge(findings, header)
         actions: dict[str, str] = {}
         async with self.pool.acquire() as con, con.transaction():
             await con.execute(Q["rc_lock"], self.lock_key)
@@ -552,13 +548,31 @@ class Reconciler:
                 for s in refetch[address]:
                     actions[s] = f"fixed: {n} missing event(s) of {address} refetched"
             for f in findings:
-                action = await self._apply(con, f, header)
+                action = await self._apply(con, f, header, judged)
                 if action is not None:
                     actions[f.subject] = action
         log.info("reconcile_fixed", chain=self.chain.name, actions=len(actions))
         return actions
 
-    async def _apply(self, con: Conn, f: Finding, header: BlockHeader) -> str | None:
+    async def _judge(self, findings: Sequence[Finding], header: BlockHeader) -> dict[int, Verdict]:
+        """Batches a fix would fail (or unsettle past their deadline) go to the chain judge:
+        only the bank's ``isNonceUsed`` at a final block may fail a batch (P4)."""
+        ids = [
+            int(f.fix[1])
+            for f in findings
+            if f.fix
+            and (
+                f.fix[0] == "fail"
+                or (f.fix[0] == "unsettle" and f.fix[2] is not None and f.fix[2] < header.timestamp)
+            )
+        ]
+        if not ids:
+            return {}
+        return await Judge(self.pool, self.rpc, self.chain).settle(ids)
+
+    async def _apply(
+        self, con: Conn, f: Finding, header: BlockHeader, judged: dict[int, Verdict]
+    ) -> str | None:
         op, *args = f.fix or ("none",)
         chain_id = self.chain.chain_id
         if op == "balance":
@@ -575,19 +589,12 @@ class Reconciler:
         if op == "unsettle":
             batch_id, deadline = args
             if deadline is not None and deadline < header.timestamp:
-                await con.execute(Q["rc_fail_batch"], batch_id, header.number)
-                await con.execute(Q["rc_requeue_batch_rewards"], batch_id)
-                return (
-                    "fixed: no RewardsPushed on chain and deadline passed: failed, rewards requeued"
-                )
+                return _judged(judged.get(batch_id))
             await con.execute(Q["rc_unsettle_batch"], batch_id, header.number)
             await con.execute(Q["rc_unconfirm_batch_rewards"], batch_id)
             return "fixed: no RewardsPushed on chain: batch pending, rewards pushed"
         if op == "fail":
-            (batch_id,) = args
-            await con.execute(Q["rc_fail_batch"], batch_id, header.number)
-            await con.execute(Q["rc_requeue_batch_rewards"], batch_id)
-            return "fixed: deadline passed without RewardsPushed: failed, rewards requeued"
+            return _judged(judged.get(args[0]))
         if op == "record":
             (e,) = args
             await con.execute(
@@ -599,6 +606,8 @@ class Reconciler:
                 e["nonce"],
                 e["tx_hash"],
                 e["block_number"],
+                int(e["count"]),
+                e["total_amount"],
             )
             return (
                 f"fixed: batch recorded as reconciled (RewardsPushed at block {e['block_number']})"
@@ -635,6 +644,13 @@ class Reconciler:
             for key, (table, row) in sorted(expected.items())
             if key not in stored and table in columns
         ]
+
+
+def _judged(verdict: Verdict | None) -> str | None:
+    """The resolution of a fix the chain judge decided (None: it waits, the row stays open)."""
+    if verdict is None or verdict.verdict in ("waiting", "no_log"):
+        return None
+    return f"fixed by the chain judge: {verdict.verdict} ({verdict.detail})"
 
 
 def _hex_bytes(value: Any) -> bytes:

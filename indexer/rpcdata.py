@@ -13,7 +13,7 @@ from collections.abc import Collection, Mapping
 from typing import Any, Final
 
 from indexer.errors import InvalidRpcData, LaggingNode
-from indexer.types import BlockHeader, RangeResult, RawLog
+from indexer.types import BlockHeader, RangeResult, RawLog, Receipt
 
 HEX_RE: Final = re.compile(r"0x[0-9a-fA-F]*\Z")
 _LOWER_HEX: Final = re.compile(r"0x[0-9a-f]*\Z")
@@ -45,6 +45,27 @@ def parse_header(raw: Any) -> BlockHeader:
         parent_hash=hex_field(raw.get("parentHash"), "parent hash", length=66),
         timestamp=qty_field(raw.get("timestamp"), "block timestamp"),
         logs_bloom=_bloom(raw.get("logsBloom")),
+    )
+
+
+def parse_receipt(raw: Any) -> Receipt:
+    """A receipt from ``eth_getTransactionReceipt``; InvalidRpcData on any malformed field
+    (a pusher never reads a raw answer with ``dict.get``)."""
+    if not isinstance(raw, dict):
+        raise InvalidRpcData("receipt is not an object")
+    status = qty_field(raw.get("status"), "receipt status")
+    if status not in (0, 1):
+        raise InvalidRpcData(f"receipt status {status} is neither 0 nor 1")
+    logs = raw.get("logs")
+    if not isinstance(logs, list):
+        raise InvalidRpcData("receipt logs are not a list")
+    return Receipt(
+        tx_hash=hex_field(raw.get("transactionHash"), "receipt transactionHash", length=66),
+        status=status,
+        block_number=qty_field(raw.get("blockNumber"), "receipt blockNumber"),
+        block_hash=hex_field(raw.get("blockHash"), "receipt blockHash", length=66),
+        gas_used=qty_field(raw.get("gasUsed"), "receipt gasUsed"),
+        logs=tuple(parse_log(x) for x in logs),
     )
 
 

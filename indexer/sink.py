@@ -293,7 +293,6 @@ class PostgresSink:
                     self.chain,
                     checkpoint=batch.head.number,
                     confirmations=self.confirmations,
-                    finalized=batch.finalized,
                 )
                 payload = _notify_payload(
                     self.chain_id,

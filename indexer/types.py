@@ -78,3 +78,15 @@ class RangeResult:
     to_block: int
     logs: list[RawLog]
     headers: dict[int, BlockHeader] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """A mined transaction's outcome, validated: status 1 (success) or 0 (reverted)."""
+
+    tx_hash: str
+    status: int
+    block_number: int
+    block_hash: str
+    gas_used: int
+    logs: tuple[RawLog, ...]

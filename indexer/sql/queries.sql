@@ -141,3 +141,11 @@ SELECT EXISTS (
     WHERE locktype = 'advisory' AND granted AND pid = $1 AND objsubid = 1
       AND classid::bigint = ($2::bigint >> 32) AND objid::bigint = ($2::bigint & 4294967295)
 );
+
+-- name: init_meta
+-- A fact about this database, written once (a later migrate keeps the first value).
+INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING;
+
+-- name: meta_value
+-- A fact about this database.
+SELECT value FROM meta WHERE key = $1;

@@ -56,12 +56,16 @@ FROM keys k LEFT JOIN paid p USING (contract, chama_id, member)
 ORDER BY k.contract, k.chama_id, k.member;
 
 -- name: rc_batch_state
--- Every batch with a nonce, with its first RewardsPushed(bank, nonce) at or below B, whether
+-- Every batch with a nonce, with its first RewardsPushed(bank, nonce) at or below B that pays
+-- what the batch pays (campaign, token, count, total), whether
 -- such an event is indexed at any height, and how many of its rewards are not confirmed.
 SELECT b.id, b.bank, b.nonce, b.status, b.deadline, b.block_number, b.tx_hash,
        e.block_number AS event_block, e.tx_hash AS event_tx,
        EXISTS (SELECT 1 FROM rewards_pushed x
-               WHERE x.chain_id = b.chain_id AND x.contract = b.bank AND x.nonce = b.nonce)
+               WHERE x.chain_id = b.chain_id AND x.contract = b.bank AND x.nonce = b.nonce
+                 AND x.campaign_id = b.campaign_id AND x.token = b.token
+                 AND (b.reward_count IS NULL
+                      OR (x.count = b.reward_count AND x.total_amount = b.total_amount)))
            AS event_anywhere,
        (SELECT count(*) FROM rewards r WHERE r.batch_id = b.id AND r.status <> 'confirmed')
            AS unconfirmed_rewards
@@ -69,6 +73,9 @@ FROM reward_batches b
 LEFT JOIN LATERAL (
     SELECT block_number, tx_hash FROM rewards_pushed e
     WHERE e.chain_id = b.chain_id AND e.contract = b.bank AND e.nonce = b.nonce
+      AND e.campaign_id = b.campaign_id AND e.token = b.token
+      AND (b.reward_count IS NULL
+           OR (e.count = b.reward_count AND e.total_amount = b.total_amount))
       AND e.block_number <= $2
     ORDER BY e.block_number LIMIT 1
 ) e ON true
@@ -148,8 +155,10 @@ WHERE chain_id = $1 AND resolved_at IS NULL GROUP BY kind;
 -- name: rc_record_push
 -- Fix for a batch pushed outside the daemon: record it, settled by the reconciler.
 INSERT INTO reward_batches (chain_id, bank, campaign_id, token, nonce, status, tx_hash,
-                            confirmed_at, block_number, error)
-VALUES ($1, $2, $3, $4, $5, 'reconciled', $6, now(), $7, 'pushed outside the daemon')
+                            confirmed_at, block_number, error, reward_count, total_amount,
+                            evidence)
+VALUES ($1, $2, $3, $4, $5, 'reconciled', $6, now(), $7, 'pushed outside the daemon', $8, $9,
+        'reconciler')
 ON CONFLICT (nonce) DO NOTHING;
 
 -- name: rc_settle_batch
@@ -179,19 +188,6 @@ WHERE id = $1;
 -- Fix: the rewards of a batch back in flight are pushed, not confirmed.
 UPDATE rewards SET status = 'pushed', confirmed_block = NULL, confirmed_at = NULL
 WHERE batch_id = $1 AND status = 'confirmed';
-
--- name: rc_fail_batch
--- Fix: a batch that can never land (deadline passed at a final block, no event): failed.
-UPDATE reward_batches SET status = 'failed', block_number = NULL, confirmed_at = NULL,
-       error = 'reconcile: deadline ' || deadline || ' passed at block ' || $2::bigint::text
-WHERE id = $1;
-
--- name: rc_requeue_batch_rewards
--- Fix: the rewards of a failed batch go back to the queue, as the lifecycle does.
-UPDATE rewards SET status = 'pending', batch_id = NULL, pushed_at = NULL,
-       confirmed_block = NULL, confirmed_at = NULL,
-       error = 'requeued: batch ' || batch_id || ' expired'
-WHERE batch_id = $1 AND status <> 'failed';
 
 -- name: rc_reward_follow_batch
 -- Fix: a confirmed reward whose batch is not confirmed takes its batch's state.

@@ -74,6 +74,13 @@ def queue(
     return out
 
 
+def index_now(cfg: Path) -> None:
+    """Index up to the head once, so that the banks the factory made are known (the pusher
+    pushes only for watched banks)."""
+    out = indexer(cfg, "run", "--exit-when-caught-up", "--no-http")
+    assert out.code == 0, out.stderr[-1500:]
+
+
 def wait_rewards(dsn: str, status: str, n: int, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -195,6 +202,7 @@ def test_pusher_kill_at_each_step_pays_once(
     bank, campaign = make_bank(d)
     queue(db_dsn, d, bank, campaign, 8)
     cfg = make_config(extra=signer_toml(push_interval=0.05))
+    index_now(cfg)
     killed = indexer(cfg, "push", "--once", env={"INDEXER_FAILPOINTS": f"{point}=kill"})
     assert killed.code == -9, killed.stderr[-1500:]
     daemons.append(Daemon(cfg, "--no-http"))
@@ -249,6 +257,7 @@ def test_lifecycle_batch_sent_by_someone_else_is_confirmed(
     bank, campaign = make_bank(d)
     queue(db_dsn, d, bank, campaign, 4)
     cfg = make_config(extra=signer_toml())
+    index_now(cfg)
     killed = indexer(cfg, "push", "--once", env={"INDEXER_FAILPOINTS": "pusher.after_record=kill"})
     assert killed.code == -9
     [row] = checks.db_fetch(db_dsn, "SELECT call_data, bank FROM reward_batches")
@@ -374,6 +383,7 @@ def test_pusher_refuses_to_start_without_distributor_role(
     bank, campaign = make_bank(d)
     queue(db_dsn, d, bank, campaign, 2)
     cfg = make_config(extra=signer_toml(key=f'"{ANVIL_KEYS[2]}"'.strip('"')))
+    index_now(cfg)
     out = indexer(cfg, "push", "--once")
     assert out.code == 2
     assert "lacks DISTRIBUTOR_ROLE" in out.stderr

@@ -112,26 +112,45 @@ def test_typehashes_match_the_contract_strings():
 
 @given(chain_ids, addresses, st.integers(min_value=0, max_value=2**63 - 1))
 def test_batch_nonce_is_deterministic_and_bound(chain_id, bank, batch_id):
-    """batch_nonce is a pure bytes32 function of (chain, bank, id) that changes with each."""
-    nonce = eip712.batch_nonce(chain_id, bank, batch_id)
+    """batch_nonce is a pure bytes32 function of (salt, chain, bank, id, content) that changes
+    with each of them."""
+    salt, content = b"\x01" * 32, b"\x02" * 32
+    nonce = eip712.batch_nonce(chain_id, bank, batch_id, salt=salt, content=content)
     assert len(nonce) == 32
-    assert nonce == eip712.batch_nonce(chain_id, bank.lower(), batch_id)
-    assert nonce != eip712.batch_nonce(chain_id, bank, batch_id + 1)
-    assert nonce != eip712.batch_nonce(chain_id + 1, bank, batch_id)
+    assert nonce == eip712.batch_nonce(chain_id, bank.lower(), batch_id, salt=salt, content=content)
+    assert nonce != eip712.batch_nonce(chain_id, bank, batch_id + 1, salt=salt, content=content)
+    assert nonce != eip712.batch_nonce(chain_id + 1, bank, batch_id, salt=salt, content=content)
+    assert nonce != eip712.batch_nonce(chain_id, bank, batch_id, salt=b"\x03" * 32, content=content)
+    assert nonce != eip712.batch_nonce(chain_id, bank, batch_id, salt=salt, content=b"\x04" * 32)
 
 
 def test_batch_nonce_formula():
     """batch_nonce follows the documented formula (a golden value guards against drift)."""
     bank = "0x" + "11" * 20
+    salt, content = b"\xaa" * 32, b"\xbb" * 32
     expected = keccak(
         eip712.NONCE_TAG
+        + salt
         + (31337).to_bytes(32, "big")
         + bytes(12)
         + bytes.fromhex("11" * 20)
         + (7).to_bytes(32, "big")
+        + content
     )
-    assert eip712.batch_nonce(31337, bank, 7) == expected
-    assert keccak(text="rewardsync.RewardBatch.nonce.v1") == eip712.NONCE_TAG
+    assert eip712.batch_nonce(31337, bank, 7, salt=salt, content=content) == expected
+    assert keccak(text="rewardsync.RewardBatch.nonce.v2") == eip712.NONCE_TAG
+
+
+def test_batch_content_depends_on_every_entry_and_its_order():
+    """Two batches of the same id are one payment only when they pay the same entries."""
+    campaign, token = b"\x05" * 32, "0x" + "33" * 20
+    a = eip712.Reward("0x" + "44" * 20, 10)
+    b = eip712.Reward("0x" + "55" * 20, 20)
+    base = eip712.batch_content(campaign, token, [a, b])
+    assert base == eip712.batch_content(campaign, token, [a, b])
+    assert base != eip712.batch_content(campaign, token, [b, a])
+    assert base != eip712.batch_content(campaign, token, [a, eip712.Reward(b.user, 21)])
+    assert base != eip712.batch_content(b"\x06" * 32, token, [a, b])
 
 
 _BANK = "0x" + "22" * 20
