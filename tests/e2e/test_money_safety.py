@@ -31,7 +31,7 @@ from tests.e2e.test_pusher import (
     wait_rewards,
 )
 from tests.harness import INDEXER_BIN, Daemon, _env, indexer, wait_synced
-from tests.procs import ANVIL_KEYS, ROOT, Anvil, PgCluster
+from tests.procs import ROOT, Anvil, PgCluster
 
 pytestmark = [pytest.mark.anvil, pytest.mark.pg]
 
@@ -228,7 +228,9 @@ def test_restored_backup_and_second_database_pay_each_reward_once(
     assert {r["status"] for r in rows} == {"pending"}
     assert all("pusher paused" in r["error"] for r in rows)
 
-    second = Daemon(cfg_for(dsn_c, sender=ANVIL_KEYS[5]), "--no-http")
+    own = Account.create()  # C's own sender (a database never shares one)
+    anvil.rpc("anvil_setBalance", [own.address, hex(10**20)])
+    second = Daemon(cfg_for(dsn_c, sender="0x" + own.key.hex().removeprefix("0x")), "--no-http")
     daemons.append(second)
     wait_rewards(dsn_c, "confirmed", 3)
     wait_synced(dsn_c, anvil)
@@ -296,9 +298,7 @@ def test_refused_transaction_leaves_no_nonce_gap(
     daemons.append(daemon)
     refused = daemon.wait_for(lambda e: e.get("event") == "reward_batch_tx_refused")
     assert "insufficient funds" in refused["error"].lower()
-    assert not checks.db_fetch(
-        db_dsn, "SELECT 1 FROM reward_batches WHERE sender_nonce IS NOT NULL"
-    )
+    assert int(anvil.rpc("eth_getTransactionCount", [sender.address, "pending"]), 16) == 0
     anvil.rpc("anvil_setBalance", [sender.address, hex(10**20)])
     wait_rewards(db_dsn, "confirmed", 6, timeout=120)
     nonces = sorted(
@@ -439,20 +439,23 @@ def test_two_pushers_racing_for_one_expired_lease_sign_once(
     db_dsn: str,
     daemons: list[Daemon],
 ) -> None:
-    """Pusher A takes a draft's lease and stalls past it; pusher B takes the expired lease,
-    signs and sends. A's signature is refused by the compare-and-set: one transaction, one
-    account nonce, one payment."""
+    """Pusher A takes a draft's lease and stalls (after its pre-flight) past it; pusher B takes
+    the expired lease, signs and sends. A's signature is refused by the compare-and-set: one
+    transaction, one account nonce, one payment."""
     d = deployment
     bank, campaign = make_bank(d)
     queue(db_dsn, d, bank, campaign, 3)
     cfg = make_config(extra=signer_toml(push_interval=0.05))
     index_now(cfg)
+    anvil.rpc(
+        "evm_setAutomine", [False]
+    )  # B's transaction waits in the pool
     slow = subprocess.Popen(
         [INDEXER_BIN, "--config", str(cfg), "--log-format", "json", "push", "--once"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
-        env=_env({"INDEXER_FAILPOINTS": "pusher.before_sign=sleep:4"}),
+        env=_env({"INDEXER_FAILPOINTS": "pusher.after_sign=sleep:4"}),
         cwd=ROOT,
     )
     time.sleep(2.5)  # A holds the draft; its 1 s lease has expired
@@ -464,6 +467,9 @@ def test_two_pushers_racing_for_one_expired_lease_sign_once(
     [row] = checks.db_fetch(db_dsn, "SELECT attempts, sender_nonce FROM reward_batches")
     assert row["attempts"] == 1
     sender = deploy.address_of(SENDER_KEY)
+    assert int(anvil.rpc("eth_getTransactionCount", [sender, "pending"]), 16) == 1
+    anvil.rpc("evm_setAutomine", [True])
+    anvil.mine(1)
     assert int(anvil.rpc("eth_getTransactionCount", [sender, "latest"]), 16) == 1
     daemons.append(Daemon(cfg, "--no-http"))
     wait_rewards(db_dsn, "confirmed", 3)
