@@ -118,6 +118,8 @@ def init_chain(chain: str) -> None:
     ``increase()`` alerts see them before the first event (Prometheus practice)."""
     for counter in (REORGS, QUARANTINED, INVALID_RPC_DATA):
         counter.labels(chain)
+    for task in ("pusher", "reconciler", "endpoints"):
+        TASK_RESTARTS.labels(f"{task}:{chain}")
     for histogram in (REORG_DEPTH, BATCH_COMMIT_SECONDS):
         histogram.labels(chain)
     for gauge in (

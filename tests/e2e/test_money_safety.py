@@ -447,9 +447,7 @@ def test_two_pushers_racing_for_one_expired_lease_sign_once(
     queue(db_dsn, d, bank, campaign, 3)
     cfg = make_config(extra=signer_toml(push_interval=0.05))
     index_now(cfg)
-    anvil.rpc(
-        "evm_setAutomine", [False]
-    )  # B's transaction waits in the pool
+    anvil.rpc("evm_setAutomine", [False])  # B's transaction waits in the pool
     slow = subprocess.Popen(
         [INDEXER_BIN, "--config", str(cfg), "--log-format", "json", "push", "--once"],
         stdout=subprocess.DEVNULL,
