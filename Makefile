@@ -3,7 +3,7 @@ PY     := .venv/bin/python
 PYTEST := $(PY) -m pytest
 
 .PHONY: demo setup contracts fmt lint typecheck test test-unit test-contracts test-pg test-e2e \
-        test-faults test-slow bench all clean
+        test-faults test-slow soak bench all clean
 
 setup:            ## one command on a fresh machine: .venv, anvil/solc/OpenZeppelin, PostgreSQL
 	@bash scripts/setup.sh
@@ -45,6 +45,11 @@ test-faults: setup
 
 test-slow: setup  ## long soaks (random kill loops), nightly or by hand
 	$(PYTEST) -m slow -q
+
+DURATION ?= 600
+SEED ?= 20
+soak: setup       ## everything at once: `make soak DURATION=3600 SEED=7` (nightly); JSON summary
+	SOAK_SECONDS=$(DURATION) SOAK_SEED=$(SEED) $(PYTEST) tests/faults/test_soak_pusher.py -q -s
 
 bench: setup
 	$(PY) -m bench
