@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from indexer.cli import app
+from indexer.cli import entry
 
-app()
+entry()

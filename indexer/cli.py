@@ -1,8 +1,9 @@
 """The ``indexer`` command line (typer).
 
 Exit codes: 0 ok, 2 bad usage or configuration (also a wrong chain id or schema version),
-3 an inconsistency was found (verify, reconcile), 1 any other failure. Errors are one line on
-stderr, never a traceback, and never carry a secret.
+3 an inconsistency was found (verify, reconcile), 1 any other failure, 130 interrupted. Errors
+are one line on stderr (the first error of a task group), never a traceback unless
+``--log-level debug``, and never carry a secret.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import gc
 import json
 import os
 import sys
+import traceback
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -30,6 +32,7 @@ from indexer.errors import (
     IndexerError,
     SchemaVersionError,
     SignerNotAuthorized,
+    UsageError,
     WrongChainId,
 )
 
@@ -50,6 +53,7 @@ T = TypeVar("T")
 
 class _Ctx:
     config_path: Path = Path("indexer.toml")
+    debug: bool = False
 
 
 _CTX = _Ctx()
@@ -71,6 +75,7 @@ def main(
         _fail(EXIT_USAGE, f"--log-format must be json or console, not {log_format!r}")
     log_mod.configure(log_format, log_level)
     _CTX.config_path = config or Path("indexer.toml")
+    _CTX.debug = log_level.lower() == "debug"
 
 
 def _fail(code: int, message: str) -> None:
@@ -116,20 +121,59 @@ def _tune_gc() -> None:
     gc.set_threshold(GC_GEN0_THRESHOLD, 20, 20)
 
 
+_USAGE_ERRORS = (ConfigError, WrongChainId, SchemaVersionError, SignerNotAuthorized, UsageError)
+
+
+def leaf(exc: BaseException) -> BaseException:
+    """The error that explains an exception group (a TaskGroup's): its first leaf."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def describe(exc: BaseException) -> tuple[int, str]:
+    """The exit code and the one line of any failure (the module docstring's table)."""
+    exc = leaf(exc)
+    if isinstance(exc, _USAGE_ERRORS):
+        return EXIT_USAGE, str(exc)
+    if isinstance(exc, DatabaseUnavailable):
+        return EXIT_FAILURE, str(exc)
+    if isinstance(exc, IndexerError):
+        return EXIT_FAILURE, f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, KeyboardInterrupt):
+        return 130, "interrupted"
+    first = (str(exc) or "").splitlines()[0][:300] if str(exc) else ""
+    return EXIT_FAILURE, f"unexpected {type(exc).__name__}: {first} (run with --log-level debug)"
+
+
 def _run(coro_fn: Callable[[], Awaitable[T]]) -> T:
-    """Run a coroutine, turning the error tree into one line and an exit code."""
+    """Run a coroutine; any failure becomes one line and an exit code (see ``describe``)."""
     _tune_gc()
     try:
         return asyncio.run(_call(coro_fn))
-    except (ConfigError, WrongChainId, SchemaVersionError, SignerNotAuthorized) as exc:
-        _fail(EXIT_USAGE, str(exc))
-    except DatabaseUnavailable as exc:
-        _fail(EXIT_FAILURE, str(exc))
-    except IndexerError as exc:
-        _fail(EXIT_FAILURE, f"{type(exc).__name__}: {exc}")
-    except KeyboardInterrupt:
-        _fail(130, "interrupted")
+    except (Exception, KeyboardInterrupt) as exc:  # the one error path of every command
+        _report(exc)
     raise AssertionError("unreachable")
+
+
+def _report(exc: BaseException) -> None:
+    """Print the one redacted line of ``exc`` (the traceback too at --log-level debug), exit."""
+    code, message = describe(exc)
+    if _CTX.debug:
+        traceback.print_exception(leaf(exc), file=sys.stderr)
+    _fail(code, message)
+
+
+def entry() -> None:
+    """The console script: typer's own usage errors as typer prints them, anything that
+    escapes a command (a bug, an import error) as one line too, never a traceback."""
+    try:
+        app()
+    except (Exception, KeyboardInterrupt) as exc:
+        try:
+            _report(exc)
+        except typer.Exit as done:
+            sys.exit(done.exit_code)
 
 
 async def _call(coro_fn: Callable[[], Awaitable[T]]) -> T:

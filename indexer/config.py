@@ -43,6 +43,9 @@ for secrets; an unset variable is a problem)::
                                     else head - max_reorg_depth; "depth": always the latter
     multicall3            table     Multicall3 address for the reconciler's batched views;
                                     false = none (one eth_call per view)
+    max_response_mb       64        largest RPC answer read (MiB, ≥ 1), streamed: a bigger
+                                    eth_getLogs answer shrinks the range; one block over
+                                    it halts the chain with the reason
     "table" = chain_defaults(chain_id) below.
 
       [[chains.contracts]]          zero or more per chain
@@ -125,6 +128,7 @@ DEFAULT_ABI_DIR = Path(__file__).resolve().parent.parent / "abis"
 DEFAULT_METRICS_LISTEN = ("127.0.0.1", 9108)
 RECONCILE_INTERVAL_S = 600.0
 READY_MAX_LAG_BLOCKS = 100
+MIB = 1024 * 1024
 SHUTDOWN_GRACE_S = 10.0
 MAX_BATCH = 50
 MAX_BATCH_LIMIT = 100  # ProductBank.pushRewards accepts 1..100 rewards
@@ -245,6 +249,7 @@ class ChainSettings:
     finality: str
     contracts: tuple[ContractSpec, ...]
     multicall3: str | None
+    max_response_bytes: int = 64 * MIB
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,6 +359,7 @@ _CHAIN_KEYS = (
     "batch_blocks",
     "finality",
     "multicall3",
+    "max_response_mb",
     "contracts",
 )
 
@@ -422,6 +428,7 @@ def _chain(sec: Section, ctx: _Context) -> ChainSettings:
         finality=finality,
         contracts=read_contracts(sec, ctx.base_dir, ctx.abi_dir),
         multicall3=_multicall3(sec, d["multicall3"]),
+        max_response_bytes=(sec.get_int("max_response_mb", minimum=1) or 64) * MIB,
     )
 
 

@@ -64,6 +64,7 @@ def _render_chain(chain: ChainSettings) -> list[str]:
             "batch_blocks": chain.batch_blocks,
             "finality": chain.finality,
             "multicall3": chain.multicall3 or False,
+            "max_response_mb": chain.max_response_bytes // (1024 * 1024),
         }
     )
     for c in chain.contracts:

@@ -84,6 +84,8 @@ def make_rpc(chain: ChainSettings) -> RpcClient:
         chain=chain.name,
         log_range=chain.batch_blocks,
         max_log_range=max(chain.batch_blocks, 10_000),
+        chain_id=chain.chain_id,
+        max_response_bytes=chain.max_response_bytes,
     )
 
 
@@ -217,23 +219,56 @@ async def _lead(
     )
 
 
+@dataclass
+class Shutdown:
+    """What SIGTERM/SIGINT did: ``stop`` set at once, and ``expired`` once ``grace_s`` passed
+    with tasks still running (they were then cancelled)."""
+
+    stop: asyncio.Event
+    grace_s: float
+    expired: bool = False
+
+
 @contextlib.contextmanager
-def on_stop(stop: asyncio.Event) -> Iterator[None]:
-    """SIGTERM and SIGINT set ``stop`` (a second signal is ignored: the grace timer rules)."""
+def on_stop(shutdown: Shutdown) -> Iterator[None]:
+    """SIGTERM and SIGINT set ``stop``; ``grace_s`` later the task running this block is
+    cancelled if it has not left it, and the block ends as if it had returned (the code after
+    it runs; a second signal is ignored: the grace timer rules).
+
+    Cancelling is safe at any instant: an open transaction is rolled back by PostgreSQL when
+    its statement is cancelled or its connection closes, and the checkpoint commits only with
+    its batch (P1), so the next start resumes from the last commit."""
     loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    timer: list[asyncio.TimerHandle] = []
+
+    def expire() -> None:
+        shutdown.expired = True
+        log.warning("shutdown_grace_expired", grace_s=shutdown.grace_s)
+        if main is not None:
+            main.cancel()
+
+    def requested(sig: signal.Signals) -> None:
+        if shutdown.stop.is_set() and timer:
+            return
+        log.info("stop_requested", signal=sig.name, grace_s=shutdown.grace_s)
+        shutdown.stop.set()
+        timer.append(loop.call_later(shutdown.grace_s, expire))
+
     sigs = (signal.SIGTERM, signal.SIGINT)
     for sig in sigs:
-        loop.add_signal_handler(sig, _stop_requested, stop, sig)
+        loop.add_signal_handler(sig, requested, sig)
     try:
         yield
+    except asyncio.CancelledError:
+        if not shutdown.expired or main is None:
+            raise
+        main.uncancel()
     finally:
+        for handle in timer:
+            handle.cancel()
         for sig in sigs:
             loop.remove_signal_handler(sig)
-
-
-def _stop_requested(stop: asyncio.Event, sig: signal.Signals) -> None:
-    log.info("stop_requested", signal=sig.name)
-    stop.set()
 
 
 async def run(
@@ -255,6 +290,7 @@ async def run(
     dsn = settings.database_url.reveal()
     pool = await db.create_pool(dsn, app=SINK_APP_NAME, size=2 + 2 * len(selected))
     stop = stop if stop is not None else asyncio.Event()
+    shutdown = Shutdown(stop, settings.service.shutdown_grace_s)
     try:
         await db.check_version(pool)
         async with contextlib.AsyncExitStack() as stack:
@@ -271,14 +307,30 @@ async def run(
             if not exit_when_caught_up:
                 side += [(f"endpoints:{rt.settings.name}", _endpoint_probe(rt)) for rt in runtimes]
             side += [] if exit_when_caught_up else _reconcilers(settings, runtimes, pool)
-            with on_stop(stop):
+            results: list[tuple[ChainRuntime, Step]] = []  # stays empty if the grace expired
+            with on_stop(shutdown):
                 results = await _run_all(runtimes, dsn, stop, exit_when_caught_up, side)
     finally:
-        await pool.close()
+        await _close_pool(pool, shutdown)
     halted = [rt for rt, step in results if step is Step.HALTED]
     for rt in halted:
         log.error("exit_halted", chain=rt.settings.name)
     return 1 if halted else 0
+
+
+POOL_CLOSE_S = 5.0
+
+
+async def _close_pool(pool: asyncpg.Pool, shutdown: Shutdown) -> None:
+    """Close the pool; after an expired grace, or when closing hangs, terminate it (the
+    server rolls back whatever a terminated connection had open)."""
+    if shutdown.expired:
+        pool.terminate()
+        return
+    try:
+        await asyncio.wait_for(pool.close(), POOL_CLOSE_S)
+    except TimeoutError:
+        pool.terminate()
 
 
 ENDPOINT_PROBE_S = 15.0
@@ -357,17 +409,22 @@ async def _reconcile_loop(
     from indexer.reconcile import Reconciler  # noqa: PLC0415 (exit mode and backfill never load it)
 
     reconciler = Reconciler(pool, rt.settings, rt.rpc, rt.follower)
-    while not stop.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval_s)
-        if stop.is_set() or not rt.leader:
-            continue
-        try:
-            await reconciler.run_once()
-        except RECONCILE_ERRORS as exc:
-            log.warning(
-                "reconcile_failed", chain=rt.settings.name, error=f"{type(exc).__name__}: {exc}"
-            )
+    try:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval_s)
+            if stop.is_set() or not rt.leader:
+                continue
+            try:
+                await reconciler.run_once()
+            except RECONCILE_ERRORS as exc:
+                log.warning(
+                    "reconcile_failed",
+                    chain=rt.settings.name,
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+    finally:
+        await reconciler.close()
 
 
 def _readiness(runtimes: list[ChainRuntime], settings: Settings) -> ReadyCheck:

@@ -62,6 +62,15 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.DeadlockDetectedError,
 )
 
+# asyncpg's client-side encoding errors (a value the column's codec cannot take): DataError
+# for a query argument, a bare OverflowError inside COPY. The first subclasses InterfaceError,
+# so it matches CONNECTION_ERRORS too: both are bad data, never a lost connection, and every
+# handler catches them first (retrying would loop forever, crashing would loop the restarts).
+CLIENT_DATA_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions._base.DataError,
+    OverflowError,
+)
+
 
 def redact_dsn(dsn: str) -> str:
     """The DSN with its password replaced, for messages."""

@@ -196,6 +196,71 @@ def _kind(typ: str) -> str:
     return "other"
 
 
+_SIZES = "|".join(str(8 * i) for i in range(32, 0, -1))
+_ELEMENTARY = re.compile(
+    rf"(address|bool|string|bytes|bytes([1-9]|[12][0-9]|3[0-2])|u?int({_SIZES}))\Z"
+)
+_DIMS = re.compile(r"((\[[0-9]*\])*)\Z")
+_IDENT = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*\Z")
+
+
+def _type_problem(entry: Any, depth: int = 0) -> str | None:
+    """Why an ABI parameter's type cannot be decoded (None: it can): the elementary types
+    of the ABI spec in canonical form (``uint256``, never ``uint``), arrays, tuples."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("type"), str):
+        return "no type"
+    typ = entry["type"]
+    dims = _DIMS.search(typ)
+    base = typ[: dims.start()] if dims else typ
+    if dims and re.search(r"\[0+\]", dims.group(1)):
+        return f"array of size 0 in {typ!r}"
+    if base == "tuple":
+        components = entry.get("components")
+        if not isinstance(components, list) or not components or depth > 8:
+            return f"tuple {typ!r} without components"
+        for i, component in enumerate(components):
+            if (problem := _type_problem(component, depth + 1)) is not None:
+                return f"component {i}: {problem}"
+        return None
+    if not _ELEMENTARY.match(base):
+        return f"unknown or non-canonical type {typ!r}"
+    return None
+
+
+def abi_problems(abi: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Everything in an ABI's events that would stop a log from decoding, one line each
+    naming the event and the input: checked when the configuration is loaded, so a bad ABI
+    is exit 2 at start rather than a crash on the first log."""
+    problems: list[str] = []
+    for n, entry in enumerate(abi):
+        if entry.get("type") != "event":
+            continue
+        name = entry.get("name")
+        if not isinstance(name, str) or not _IDENT.match(name):
+            problems.append(f"event entry {n} has no valid name")
+            continue
+        inputs = entry.get("inputs", [])
+        if not isinstance(inputs, list):
+            problems.append(f"event {name}: inputs is not a list")
+            continue
+        indexed = 0
+        for i, param in enumerate(inputs):
+            label = f"event {name}, input {i}"
+            if isinstance(param, dict) and isinstance(param.get("name"), str) and param["name"]:
+                label += f" ({param['name']})"
+            if (problem := _type_problem(param)) is not None:
+                problems.append(f"{label}: {problem}")
+                continue
+            flag = param.get("indexed", False)
+            if not isinstance(flag, bool):
+                problems.append(f"{label}: indexed is not true or false")
+            indexed += flag is True
+        limit = 4 if entry.get("anonymous") else 3
+        if indexed > limit:
+            problems.append(f"event {name}: {indexed} indexed inputs (at most {limit})")
+    return problems
+
+
 def compile_event(contract: str, entry: Mapping[str, Any]) -> EventSpec | None:
     """Compile one ABI event entry; anonymous events have no topic0 and are not compiled."""
     if entry.get("type") != "event" or entry.get("anonymous"):
@@ -236,7 +301,11 @@ def _word_value(kind: str, typ: str, word: bytes) -> Any:
             raise DecodeError(f"{typ} out of range")
         return value
     if kind == "int":
-        return int.from_bytes(word, "big", signed=True)
+        value = int.from_bytes(word, "big", signed=True)
+        bits = int(typ[3:] or 256)
+        if not -(1 << (bits - 1)) <= value < 1 << (bits - 1):
+            raise DecodeError(f"{typ} out of range")
+        return value
     if kind == "bool":
         value = int.from_bytes(word, "big")
         if value > 1:
@@ -251,17 +320,6 @@ def _word_value(kind: str, typ: str, word: bytes) -> Any:
     return "0x" + word.hex()
 
 
-def _tail(data: bytes, head_word: bytes) -> bytes:
-    offset = int.from_bytes(head_word, "big")
-    if offset % 32 or offset + 32 > len(data):
-        raise DecodeError("dynamic offset out of bounds")
-    length = int.from_bytes(data[offset : offset + 32], "big")
-    end = offset + 32 + length
-    if end > len(data):
-        raise DecodeError("dynamic length out of bounds")
-    return data[offset + 32 : end]
-
-
 def _text(raw: bytes) -> str:
     try:
         text = raw.decode("utf-8")
@@ -273,66 +331,150 @@ def _text(raw: bytes) -> str:
 
 
 def decode_with(spec: EventSpec, log: RawLog) -> tuple[Any, ...]:
-    """Values of ``log`` under ``spec``; raises DecodeError when they do not fit."""
+    """Values of ``log`` under ``spec``; raises DecodeError when they do not fit.
+
+    The data is the ABI encoding of the non-indexed parameters as one tuple: a head of one
+    word per dynamic value (its offset) or the static value inline (a ``uint256[3]`` or a
+    static tuple takes several words), then the tails."""
     if len(log.topics) != 1 + spec.n_indexed:
         raise DecodeError(f"expected {1 + spec.n_indexed} topics, got {len(log.topics)}")
     try:
         data = bytes.fromhex(log.data[2:])
     except ValueError as exc:
         raise DecodeError("data is not hex") from exc
-    plain = [p for p in spec.params if not p.indexed]
-    if len(data) < 32 * len(plain) or len(data) % 32:
+    plain = [p.type for p in spec.params if not p.indexed]
+    if len(data) < sum(map(_head_size, plain)) or len(data) % 32:
         raise DecodeError("data length does not fit the event")
+    values = iter(_decode_tuple(plain, _Reader(data), 0))
     out: list[Any] = []
     topic_i = 1
-    word_i = 0
     for p in spec.params:
-        kind = _kind(p.type)
         if p.indexed:
             word = bytes.fromhex(log.topics[topic_i][2:])
             topic_i += 1
-            out.append(_word_value(kind, p.type, word))
-            continue
-        head = data[32 * word_i : 32 * word_i + 32]
-        word_i += 1
-        if kind == "string":
-            out.append(_text(_tail(data, head)))
-        elif kind == "bytes":
-            out.append("0x" + _tail(data, head).hex())
-        elif kind == "other":
-            out.append(_decode_other(p.type, data, word_i - 1))
+            out.append(_word_value(_kind(p.type), p.type, word))
         else:
-            out.append(_word_value(kind, p.type, head))
+            out.append(next(values))
     return tuple(out)
 
 
-def _decode_other(typ: str, data: bytes, position: int) -> Any:
-    """Arrays and tuples (only in `other_events`): eth_abi on a synthetic head, JSON-safe."""
-    from eth_abi.abi import decode as abi_decode  # noqa: PLC0415 (rare; ~40 ms to import)
+class _Reader:
+    """The data of one log and what decoding it may still produce: a canonical encoding never
+    yields more than its own size (every element and every byte of text takes room in it),
+    so ``budget`` stops a hostile one whose offsets all point at one long tail from
+    decoding into gigabytes."""
 
-    head = data[32 * position : 32 * position + 32]
-    try:
-        (value,) = abi_decode([typ], _rebase(data, head))
-    except Exception as exc:  # eth_abi raises many kinds for malformed input
-        raise DecodeError(f"{typ}: {exc}") from exc
-    return _jsonable(value)
+    __slots__ = ("budget", "data")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.budget = len(data)
+
+    def word(self, at: int) -> bytes:
+        if at < 0 or at + 32 > len(self.data):
+            raise DecodeError("dynamic offset out of bounds")
+        return self.data[at : at + 32]
+
+    def charge(self, size: int) -> None:
+        self.budget -= size
+        if self.budget < 0:
+            raise DecodeError("encoding decodes to more than its size (overlapping tails)")
 
 
-def _rebase(data: bytes, head: bytes) -> bytes:
-    offset = int.from_bytes(head, "big")
-    if offset > len(data):
-        raise DecodeError("dynamic offset out of bounds")
-    return (32).to_bytes(32, "big") + data[offset:]
+def _components(typ: str) -> tuple[str, list[str] | None, int | None]:
+    """``(element type, None, k)`` for ``T[k]`` (k None for ``T[]``), ``(typ, components,
+    None)`` for a tuple, ``(typ, None, None)`` for an elementary type."""
+    if typ.endswith("]"):
+        cut = typ.rindex("[")
+        size = typ[cut + 1 : -1]
+        return typ[:cut], None, int(size) if size else -1
+    if typ.startswith("("):
+        return typ, split_tuple(typ), None
+    return typ, None, None
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return "0x" + value.hex()
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, str):
-        return value.lower() if value.startswith("0x") else value
-    return value
+@functools.cache
+def _is_dynamic(typ: str) -> bool:
+    element, parts, size = _components(typ)
+    if size is not None:
+        return size < 0 or _is_dynamic(element)
+    if parts is not None:
+        return any(map(_is_dynamic, parts))
+    return typ in ("string", "bytes")
+
+
+@functools.cache
+def _head_size(typ: str) -> int:
+    """Bytes ``typ`` takes in a head: 32 for a dynamic value (its offset), else its size."""
+    if _is_dynamic(typ):
+        return 32
+    element, parts, size = _components(typ)
+    if size is not None:
+        return size * _head_size(element)
+    if parts is not None:
+        return sum(map(_head_size, parts))
+    return 32
+
+
+def _decode_tuple(types: Sequence[str], r: _Reader, base: int) -> list[Any]:
+    """The values of ``types`` encoded as a tuple starting at ``base``."""
+    out: list[Any] = []
+    at = base
+    for typ in types:
+        if _is_dynamic(typ):
+            r.charge(32)  # its offset word
+            offset = int.from_bytes(r.word(at), "big")
+            if offset % 32 or base + offset >= len(r.data):
+                raise DecodeError(f"{typ}: dynamic offset out of bounds")
+            out.append(_decode_value(typ, r, base + offset))
+        else:
+            out.append(_decode_value(typ, r, at))
+        at += _head_size(typ)
+    return out
+
+
+def _decode_value(typ: str, r: _Reader, at: int) -> Any:
+    """One value of ``typ`` whose encoding starts at ``at`` (its tail when dynamic), as the
+    tables and ``other_events`` JSON hold it: addresses and bytes lowercase hex, text as is,
+    arrays and tuples as lists. Each word read is charged to the reader's budget: in a
+    canonical encoding every offset, length and static word is a word of its own."""
+    element, parts, size = _components(typ)
+    if size is not None:
+        if size < 0:
+            r.charge(32)  # its length word
+            count = int.from_bytes(r.word(at), "big")
+            if at + 32 + count * _head_size(element) > len(r.data):
+                raise DecodeError(f"{typ}: array length out of bounds")
+            return _decode_tuple([element] * count, r, at + 32)
+        return _decode_tuple([element] * size, r, at)
+    if parts is not None:
+        return _decode_tuple(parts, r, at)
+    r.charge(32)
+    if typ in ("string", "bytes"):
+        length = int.from_bytes(r.word(at), "big")
+        if at + 32 + length > len(r.data):
+            raise DecodeError(f"{typ}: dynamic length out of bounds")
+        r.charge(length)
+        raw = r.data[at + 32 : at + 32 + length]
+        return _text(raw) if typ == "string" else "0x" + raw.hex()
+    return _word_value(_kind(typ), typ, r.word(at))
+
+
+def split_tuple(typ: str) -> list[str]:
+    """The component types of a tuple type ``(a,(b,c)[],d)``, split at its top-level commas."""
+    parts: list[str] = []
+    depth, start = 0, 1
+    for i, ch in enumerate(typ[1:-1], start=1):
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append(typ[start:i])
+            start = i + 1
+    if len(typ) > 2:
+        parts.append(typ[start:-1])
+    return parts
 
 
 _ZEROS = "0" * 64
@@ -354,7 +496,9 @@ def _word_source(kind: str, typ: str, base: str, at: int) -> tuple[str, str | No
         zeros = 64 - bits // 4
         return f"int({word}, 16)", None if bits == 256 else f"{base}.startswith(Z{zeros}, {at})"
     if kind == "int":
-        return f"_signed(int({word}, 16))", None
+        bits = int(typ[3:] or 256)
+        cond = None if bits == 256 else f"_fits(int({word}, 16), {bits})"
+        return f"_signed(int({word}, 16))", cond
     if kind == "bool":
         return (
             f'{base}[{at + 63}] == "1"',
@@ -367,6 +511,12 @@ def _word_source(kind: str, typ: str, base: str, at: int) -> tuple[str, str | No
 
 def _signed(value: int) -> int:
     return value - (1 << 256) if value >> 255 else value
+
+
+def _fits(word: int, bits: int) -> bool:
+    """Whether a 256-bit word is the sign extension of an ``int<bits>``."""
+    value = _signed(word)
+    return -(1 << (bits - 1)) <= value < 1 << (bits - 1)
 
 
 def compile_fast(spec: EventSpec) -> Callable[[RawLog], tuple[Any, ...]] | None:
@@ -408,7 +558,7 @@ def compile_fast(spec: EventSpec) -> Callable[[RawLog], tuple[Any, ...]] | None:
         "    return decode_with(spec, log)\n"
     )
     scope: dict[str, Any] = {f"Z{n}": _ZEROS[:n] for n in range(65)}
-    scope.update(_signed=_signed, decode_with=decode_with, spec=spec)
+    scope.update(_signed=_signed, _fits=_fits, decode_with=decode_with, spec=spec)
     exec(compile(source, f"<decoder {spec.signature}>", "exec"), scope)  # noqa: S102
     fast: Callable[[RawLog], tuple[Any, ...]] = scope["fast"]
     return fast

@@ -62,6 +62,10 @@ class ConfigError(Fatal):
         super().__init__("invalid configuration: " + "; ".join(problems))
 
 
+class UsageError(Fatal):
+    """The command cannot do what its arguments ask (exit 2, like a bad flag)."""
+
+
 class WrongChainId(Fatal):
     """The RPC endpoint serves another chain than the configuration says."""
 

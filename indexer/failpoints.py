@@ -60,6 +60,8 @@ async def hit(name: str) -> None:
             sys.stderr.flush()
             os.kill(os.getpid(), signal.SIGKILL)
     elif action.startswith("sleep:"):
+        sys.stderr.write(f"failpoint {name}: sleep\n")  # tests wait for the stuck instant
+        sys.stderr.flush()
         await asyncio.sleep(float(action.split(":", 1)[1]))
     elif action == "error":
         raise FailpointError(f"failpoint {name}")

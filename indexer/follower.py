@@ -33,7 +33,7 @@ import structlog
 
 from indexer import metrics
 from indexer.checkpoint import Checkpoint, CheckpointStore
-from indexer.db import CONNECTION_ERRORS
+from indexer.db import CLIENT_DATA_ERRORS, CONNECTION_ERRORS
 from indexer.decode import AbiRegistry, Event, Undecodable
 from indexer.errors import (
     FinalityViolation,
@@ -160,6 +160,16 @@ class ChainFollower:
 
     def _watched(self) -> list[str]:
         return sorted(set(self.spec.addresses) | self._children)
+
+    def watched(self) -> list[str]:
+        """Every address the follower reads now: configured, and factory-made once loaded."""
+        return self._watched()
+
+    async def load_children(self) -> None:
+        """Load the factory-made contracts if no step did yet (for readers of the follower's
+        view, such as the reconciler; never reloads under a running step)."""
+        if not self._banks_loaded:
+            await self._load_children()
 
     # ---- the step -----------------------------------------------------------------------
 
@@ -600,6 +610,7 @@ PERSISTENT_FAULTS: tuple[type[BaseException], ...] = (
     RangeLimitError,
     asyncpg.exceptions.DataError,
     asyncpg.exceptions.IntegrityConstraintViolationError,
+    *CLIENT_DATA_ERRORS,
 )
 _RETRIED: tuple[type[BaseException], ...] = (Retryable, *PERSISTENT_FAULTS, *CONNECTION_ERRORS)
 

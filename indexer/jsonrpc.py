@@ -77,6 +77,13 @@ class RangeTooLarge(RpcError):
         self.suggested_span = suggested_span
 
 
+class ResponseTooLarge(RangeTooLarge):
+    """The answer exceeded the client's size cap; for eth_getLogs a smaller range may pass."""
+
+    def __init__(self, cap: int) -> None:
+        super().__init__(f"RPC answer larger than {cap} bytes (max_response_mb)", None, None)
+
+
 def redact_url(url: str) -> str:
     """``url`` without credentials: userinfo, query, fragment and key-like path segments go.
 

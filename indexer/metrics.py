@@ -148,3 +148,8 @@ RPC_ENDPOINT_UP = Gauge(
     "1 when the RPC endpoint answered its last head probe",
     ["chain", "endpoint"],
 )
+RPC_ENDPOINT_WRONG_CHAIN = Gauge(
+    "indexer_rpc_endpoint_wrong_chain",
+    "1 when the RPC endpoint answered another chain id and was taken out of rotation",
+    ["chain", "endpoint"],
+)

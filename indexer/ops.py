@@ -21,6 +21,7 @@ import typer
 from indexer import daemon, db
 from indexer.checkpoint import CheckpointStore
 from indexer.config import ChainSettings, Settings
+from indexer.errors import UsageError
 from indexer.follower import Step, run_follower
 from indexer.sink import PostgresSink
 from indexer.verify import Diff, repair_range, table_columns, verify_range
@@ -76,24 +77,39 @@ async def _follow_until(
 ) -> Step:
     lock = daemon.WriterLock(settings.database_url.reveal(), rt.settings.chain_id)
     stop = asyncio.Event()  # SIGTERM/SIGINT: the open batch commits or rolls back, then exit 0
+    step = Step.DONE  # also when the shutdown grace expired: the open batch rolled back
     try:
-        with daemon.on_stop(stop):
-            if await lock.try_acquire():
-                assert lock.con is not None
-                rt.follower.sink.fence = (lock.con.get_server_pid(), lock.key)
-                return await _backfill_locked(rt, store, last, stop, tty=tty)
-            log.info("backfill_waits_for_daemon", chain=rt.settings.name, until=last)
-            while not stop.is_set():
-                cp = await store.load()
-                if cp.halted_reason:
-                    return Step.HALTED
-                if cp.number >= last:
-                    return Step.DONE
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), rt.settings.poll_interval_s)
-            return Step.DONE
+        with daemon.on_stop(daemon.Shutdown(stop, settings.service.shutdown_grace_s)):
+            step = await _lead_or_wait(rt, lock, store, last, stop, tty=tty)
     finally:
         await lock.release()
+    return step
+
+
+async def _lead_or_wait(
+    rt: daemon.ChainRuntime,
+    lock: daemon.WriterLock,
+    store: CheckpointStore,
+    last: int,
+    stop: asyncio.Event,
+    *,
+    tty: bool,
+) -> Step:
+    """Backfill under the writer lock, or, while a daemon holds it, wait for it to get there."""
+    if await lock.try_acquire():
+        assert lock.con is not None
+        rt.follower.sink.fence = (lock.con.get_server_pid(), lock.key)
+        return await _backfill_locked(rt, store, last, stop, tty=tty)
+    log.info("backfill_waits_for_daemon", chain=rt.settings.name, until=last)
+    while not stop.is_set():
+        cp = await store.load()
+        if cp.halted_reason:
+            return Step.HALTED
+        if cp.number >= last:
+            return Step.DONE
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), rt.settings.poll_interval_s)
+    return Step.DONE
 
 
 async def _backfill_locked(
@@ -174,7 +190,7 @@ async def rewind(settings: Settings, chain: ChainSettings, to: int) -> None:
         store = CheckpointStore(pool, chain.chain_id)
         cp = await store.load()
         if to > cp.number:
-            raise ValueError(f"checkpoint is {cp.number}; nothing above {to} to roll back")
+            raise UsageError(f"checkpoint is {cp.number}; nothing above {to} to roll back")
         hash_ = await store.hash_at(to)
         if hash_ is None and to >= 0:
             header = await rt.rpc.header(to)
@@ -303,7 +319,7 @@ async def push(settings: Settings, chains: list[ChainSettings], *, once: bool) -
                 )
             return
         stop = asyncio.Event()
-        with daemon.on_stop(stop):
+        with daemon.on_stop(daemon.Shutdown(stop, settings.service.shutdown_grace_s)):
             async with asyncio.TaskGroup() as tg:
                 for p in pushers:
                     tg.create_task(p.run(stop))
@@ -321,7 +337,10 @@ async def reconcile(
         for chain in chains:
             async with daemon.open_chain(chain, pool) as rt:
                 reconciler = Reconciler(pool, chain, rt.rpc, rt.follower)
-                reports.append(await reconciler.run_once(fix=fix))
+                try:
+                    reports.append(await reconciler.run_once(fix=fix))
+                finally:
+                    await reconciler.close()
     return reports
 
 

@@ -20,6 +20,9 @@ Kinds (``Finding.kind``):
   same subject when it confirms a batch from the chain);
 - ``missing_on_chain``: a batch recorded confirmed (at or below B) whose ``RewardsPushed`` is
   nowhere on chain at or below B;
+- ``range_incomplete``: a finalized range whose logs on another endpoint of the chain differ
+  from our rows (``indexer.crosscheck``; only with two or more endpoints); the range is then
+  fetched again and repaired at once, fix or not (it is the chain's own data);
 - ``status_mismatch``: a batch or reward whose status disagrees with the events at or below B
   (failed or pending though its event is final, confirmed at another block, its rewards not
   confirmed, still pending after its deadline passed at a final block, a confirmed reward
@@ -44,6 +47,7 @@ from eth_hash.auto import keccak
 
 from indexer import metrics
 from indexer.config import ChainSettings
+from indexer.crosscheck import CrossChecker, parse_subject, refetch
 from indexer.db import Conn, Q
 from indexer.follower import ChainFollower
 from indexer.rpc import RpcClient
@@ -60,6 +64,7 @@ KINDS: Final = (
     "missing_in_db",
     "missing_on_chain",
     "nonce_collision",
+    "range_incomplete",
     "status_mismatch",
 )
 LOCK_NAMESPACE: Final = 0x7263  # "rc": high bits of the per-chain reconciler lock
@@ -149,8 +154,13 @@ class Reconciler:
         self.rpc = rpc
         self.follower = follower
         self.lock_key = (LOCK_NAMESPACE << 48) | (chain.chain_id & 0xFFFF_FFFF_FFFF)
+        self.crosscheck = CrossChecker(chain)
         self.pushpull = _contracts_with(chain, "getPendingAmount")
         self.chamas = _contracts_with(chain, "getTotalContributed")
+
+    async def close(self) -> None:
+        """Close the witness clients of the cross-check."""
+        await self.crosscheck.close()
 
     # ---- the run ------------------------------------------------------------------------
 
@@ -163,12 +173,17 @@ class Reconciler:
         if header is not None:
             report.block, report.block_hash = header.number, header.hash
             report.found = await self.detect(header, report.checked)
+            ranges = await self._cross_check(header, report.checked)
+            report.found += ranges
             report.opened, first_pass = await self._record(report.found, header.number, {})
             closed = len(first_pass)
             report.remaining = report.found
+            refetched = await self._refetch(ranges)
             if fix and report.found:
                 actions = await self._fix(report.found, header)
+                actions.update(refetched)
                 report.remaining = await self.detect(header, {})
+                report.remaining += await self._cross_check(header, {}, only=ranges)
                 _, fixed = await self._record(report.remaining, header.number, actions)
                 left = {(f.kind, f.subject) for f in report.remaining}
                 report.fixed = {
@@ -436,6 +451,54 @@ class Reconciler:
                 )
         checked["pushes_unrecorded"] = len(pushes)
         return found
+
+    async def _cross_check(
+        self, header: BlockHeader, checked: dict[str, int], only: Sequence[Finding] | None = None
+    ) -> list[Finding]:
+        """``range_incomplete`` findings (see ``indexer.crosscheck``) for final ranges at or
+        below B: the sample plus the ranges still open, or just those of ``only``."""
+        if not self.crosscheck.enabled:
+            return []
+        async with self.pool.acquire() as con:
+            cp = await con.fetchrow(Q["load_checkpoint"], self.chain.chain_id)
+            open_rows = await con.fetch(Q["rc_open"], self.chain.chain_id)
+        recorded = cp["finalized_block"] if cp is not None else None
+        final = min(header.number, -1 if recorded is None else int(recorded))
+        if only is not None:
+            wanted = [r for f in only if (r := parse_subject(f.subject)) is not None]
+        else:
+            still_open = [
+                r
+                for row in open_rows
+                if row["kind"] == "range_incomplete"
+                and (r := parse_subject(row["subject"])) is not None
+            ]
+            wanted = self.crosscheck.ranges(self._start_block(), final, still_open)
+        await self.follower.load_children()
+        diffs = await self.crosscheck.check(
+            self.pool, wanted, addresses=self.follower.watched(), primary=self.rpc.endpoint
+        )
+        checked["ranges_cross_checked"] = len(wanted)
+        return [
+            Finding("range_incomplete", d.subject, *d.describe(), ("refetch", d.first, d.last))
+            for d in diffs
+        ]
+
+    async def _refetch(self, findings: Sequence[Finding]) -> dict[str, str]:
+        """Fetch each disagreeing range again through the chain's client and repair it."""
+        actions: dict[str, str] = {}
+        for f in findings:
+            _, first, last = f.fix
+            changed = await refetch(
+                self.pool,
+                self.rpc,
+                self.chain,
+                self.follower.registry,
+                (first, last),
+                addresses=self.follower.watched(),
+            )
+            actions[f.subject] = "fixed: range fetched again" if changed else "refetched"
+        return actions
 
     def _start_block(self) -> int:
         return min((c.start_block for c in self.chain.contracts), default=0)

@@ -10,6 +10,11 @@ the next endpoint; deterministic JSON-RPC errors (reverts, invalid params) are r
 that a lagging node behind a load balancer cannot give us logs from one backend and headers
 from another; the answer is validated (P6) before anyone may commit it.
 
+Every answer is read in chunks up to ``max_response_bytes`` (a hostile or broken node cannot
+exhaust memory; an over-size eth_getLogs answer shrinks the range like a provider's limit). With
+``chain_id`` given, each endpoint is asked its chain id before its first request and after
+any failure, and one that names another chain leaves the rotation for good.
+
 Endpoint URLs may carry API keys: logs, metrics and exception messages name an endpoint by its
 index, and where a URL must appear it goes through :func:`indexer.jsonrpc.redact_url`.
 """
@@ -40,6 +45,7 @@ from indexer.errors import (
 from indexer.jsonrpc import (
     ExecutionReverted,
     RangeTooLarge,
+    ResponseTooLarge,
     Transient,
     backoff_delay,
     block_param,
@@ -51,6 +57,7 @@ from indexer.metrics import (
     INVALID_RPC_DATA,
     RPC_ENDPOINT_ERRORS,
     RPC_ENDPOINT_SECONDS,
+    RPC_ENDPOINT_WRONG_CHAIN,
     RPC_LOG_RANGE,
     RPC_REQUESTS,
     RPC_SECONDS,
@@ -72,6 +79,8 @@ log = structlog.get_logger()
 _T = TypeVar("_T")
 
 GROW_AFTER_SUCCESSES: Final = 10
+MAX_RESPONSE_BYTES: Final = 64 * 1024 * 1024
+_READ_CHUNK: Final = 1 << 16
 _HEADERS: Final = {"Content-Type": "application/json", "Accept": "application/json"}
 
 
@@ -98,12 +107,18 @@ class RpcClient:
         max_log_range: int = 10_000,
         rng: random.Random | None = None,
         grow_after: int = GROW_AFTER_SUCCESSES,
+        chain_id: int | None = None,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
+        endpoint_ids: Sequence[int] | None = None,
     ) -> None:
         if not urls:
             raise ValueError("RpcClient needs at least one URL")
         if not 1 <= min_log_range <= max_log_range or max_batch_size < 2 or max_attempts < 1:
             raise ValueError("invalid RpcClient limits")
         self._urls = list(urls)
+        # How metrics and logs name each URL: its index in the chain's rpc_urls (a client of
+        # one endpoint of several, such as the cross-check's witness, passes that index).
+        self._ids = [str(i) for i in (endpoint_ids or range(len(self._urls)))]
         self._chain = chain
         self._timeout_s = timeout_s
         self._max_attempts = max_attempts
@@ -118,7 +133,16 @@ class RpcClient:
         self._rng = rng or random.Random()
         self._current = 0
         self._session: aiohttp.ClientSession | None = None
+        self._max_response_bytes = max_response_bytes
+        # Endpoint identity: with ``chain_id`` set, an endpoint serves no request before its
+        # eth_chainId said that id, and is asked again after any failure (a load balancer may
+        # come back pointing elsewhere); a wrong answer takes it out of rotation for good.
+        self._chain_id = chain_id
+        self._verified: set[int] = set()
+        self._wrong: set[int] = set()
         RPC_LOG_RANGE.labels(chain).set(self._log_range)
+        for ident in self._ids:
+            RPC_ENDPOINT_WRONG_CHAIN.labels(chain, ident).set(0)
 
     async def __aenter__(self) -> RpcClient:
         return self
@@ -166,7 +190,7 @@ class RpcClient:
                 async with session.post(self._urls[idx], data=body, headers=_HEADERS) as resp:
                     status = resp.status
                     retry_after = resp.headers.get("Retry-After")
-                    payload = await resp.read()
+                    payload = await self._read_capped(resp)
         except TimeoutError:
             raise Transient("timeout", f"no answer within {self._timeout_s} s") from None
         except (aiohttp.ClientError, OSError) as exc:
@@ -175,7 +199,9 @@ class RpcClient:
             if isinstance(exc, OSError) and exc.strerror:
                 detail += f" ({exc.strerror})"  # errno text and host:port, never the path
             raise Transient("transport", detail) from None
-        RPC_ENDPOINT_SECONDS.labels(self._chain, str(idx)).observe(time.perf_counter() - started)
+        RPC_ENDPOINT_SECONDS.labels(self._chain, self._ids[idx]).observe(
+            time.perf_counter() - started
+        )
         if status == 429:
             raise Transient("rate_limited", "HTTP 429", parse_retry_after(retry_after))
         if status >= 500 or status == 408:
@@ -187,6 +213,21 @@ class RpcClient:
                 raise RpcError(f"HTTP {status} without a JSON-RPC answer") from None
             raise Transient("bad_response", "response is not JSON") from None
 
+    async def _read_capped(self, resp: aiohttp.ClientResponse) -> bytes:
+        """The body, read in chunks and given up on past ``max_response_bytes``: a broken or
+        hostile node cannot make us hold an answer of any size in memory."""
+        cap = self._max_response_bytes
+        if (resp.content_length or 0) > cap:
+            raise ResponseTooLarge(cap)
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in resp.content.iter_chunked(_READ_CHUNK):
+            size += len(chunk)
+            if size > cap:
+                raise ResponseTooLarge(cap)
+            parts.append(chunk)
+        return b"".join(parts)
+
     def _observe(self, calls: Sequence[tuple[str, list[Any]]], outcome: str, t0: float) -> None:
         elapsed = time.monotonic() - t0
         for method, count in Counter(m for m, _ in calls).items():
@@ -195,9 +236,10 @@ class RpcClient:
 
     def _endpoint_failed(self, idx: int, kind: str) -> None:
         """Count the failure and demote the endpoint: the next attempt goes elsewhere."""
-        RPC_ENDPOINT_ERRORS.labels(self._chain, str(idx), kind).inc()
+        RPC_ENDPOINT_ERRORS.labels(self._chain, self._ids[idx], kind).inc()
+        self._verified.discard(idx)
         if len(self._urls) > 1 and self._current == idx:
-            self._current = (idx + 1) % len(self._urls)
+            self._current = self._next_endpoint(idx)
             log.info(
                 "rpc_failover",
                 chain=self._chain,
@@ -205,6 +247,45 @@ class RpcClient:
                 to_endpoint=self._current,
                 kind=kind,
             )
+
+    def _next_endpoint(self, idx: int) -> int:
+        """The endpoint after ``idx`` in rotation, skipping those that serve another chain."""
+        n = len(self._urls)
+        for step in range(1, n + 1):
+            candidate = (idx + step) % n
+            if candidate not in self._wrong:
+                return candidate
+        return idx
+
+    async def _verify_endpoint(self, idx: int) -> None:
+        """Ask endpoint ``idx`` its chain id before it serves anything (see ``__init__``).
+
+        A transport failure raises Transient (the attempt fails over as any other); a wrong
+        id removes the endpoint from rotation, counted as ``wrong_chain_id``, and raises
+        Transient so the request goes elsewhere, or WrongChainId when no endpoint is left."""
+        body = orjson.dumps({"jsonrpc": "2.0", "id": 0, "method": "eth_chainId", "params": []})
+        (answer,) = parse_response(await self._post(idx, body), [("eth_chainId", [])], single=True)
+        actual = self._counted(lambda r: qty_field(r, "chain id"), answer)
+        if actual == self._chain_id:
+            self._verified.add(idx)
+            return
+        self._wrong.add(idx)
+        RPC_ENDPOINT_ERRORS.labels(self._chain, self._ids[idx], "wrong_chain_id").inc()
+        RPC_ENDPOINT_WRONG_CHAIN.labels(self._chain, self._ids[idx]).set(1)
+        log.error(
+            "rpc_endpoint_wrong_chain",
+            chain=self._chain,
+            endpoint=self._ids[idx],
+            chain_id=actual,
+            expected=self._chain_id,
+        )
+        if len(self._wrong) == len(self._urls):
+            raise WrongChainId(
+                f"every RPC endpoint of chain {self._chain!r} serves another chain id "
+                f"(endpoint #{idx} says {actual}, the configuration says {self._chain_id})"
+            )
+        self._current = self._next_endpoint(idx)
+        raise Transient("wrong_chain_id", f"endpoint #{idx} serves chain id {actual}")
 
     async def _run(
         self,
@@ -232,11 +313,14 @@ class RpcClient:
             idx = self._current if pin is None else pin
             t0 = time.monotonic()
             try:
+                if pin is None and self._chain_id is not None and idx not in self._verified:
+                    await self._verify_endpoint(idx)
                 results = parse_response(await self._post(idx, body), calls, single=single)
             except Transient as exc:
                 outcome = {"rate_limited": "rate_limited", "timeout": "timeout"}
                 self._observe(calls, outcome.get(exc.kind, "error"), t0)
-                self._endpoint_failed(idx, exc.kind)
+                if exc.kind != "wrong_chain_id":  # counted and rotated already
+                    self._endpoint_failed(idx, exc.kind)
                 last = exc
                 if attempt + 1 < attempts:
                     delay = backoff_delay(
@@ -251,7 +335,7 @@ class RpcClient:
                         chain=self._chain,
                         method=label,
                         attempt=attempt + 1,
-                        endpoint=idx,
+                        endpoint=self._ids[idx],
                         kind=exc.kind,
                         delay_s=round(delay, 3),
                     )
@@ -299,6 +383,8 @@ class RpcClient:
         answer. For per-endpoint health metrics, not for indexing."""
 
         async def one(idx: int) -> int | None:
+            if idx in self._wrong:
+                return None  # another chain's head means nothing here
             body = orjson.dumps(
                 {"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber", "params": []}
             )
@@ -319,8 +405,8 @@ class RpcClient:
         """Raise WrongChainId unless every endpoint that answers serves chain ``expected``.
 
         All endpoints are asked, since failover to a misconfigured one would mix chains; an
-        endpoint that does not answer now is logged and left in rotation (raise
-        RpcUnavailable only if none answers)."""
+        endpoint that does not answer now is logged and left in rotation, verified before its
+        first use (raise RpcUnavailable only if none answers)."""
         answers = await asyncio.gather(
             *(
                 self._run([("eth_chainId", [])], single=True, pin=i, max_attempts=2)
@@ -341,6 +427,8 @@ class RpcClient:
                     f"RPC endpoint #{idx} ({redact_url(self._urls[idx])}) serves chain id "
                     f"{actual}, the configuration of chain {self._chain!r} says {expected}"
                 )
+            if expected == self._chain_id:
+                self._verified.add(idx)
             answered += 1
         if not answered:
             raise RpcUnavailable(f"no RPC endpoint of chain {self._chain!r} answered eth_chainId")

@@ -28,11 +28,21 @@ def hex_field(value: Any, what: str, *, length: int | None = None) -> str:
     return value.lower()
 
 
-def qty_field(value: Any, what: str) -> int:
-    """A 0x hex quantity as an int; InvalidRpcData when malformed."""
+# Bounds of what a sane node can say, so that a value the tables cannot hold is refused at the
+# edge (a named InvalidRpcData that halts the chain when it persists) instead of failing
+# inside a commit: BIGINT columns, and timestamps up to 9999-12-31 (Python's datetime).
+MAX_INT64: Final = 2**63 - 1
+MAX_TIMESTAMP: Final = 253_402_300_799
+
+
+def qty_field(value: Any, what: str, maximum: int | None = None) -> int:
+    """A 0x hex quantity as an int; InvalidRpcData when malformed or above ``maximum``."""
     if not isinstance(value, str) or len(value) < 3 or not HEX_RE.match(value):
         raise InvalidRpcData(f"{what} is not a hex quantity")
-    return int(value, 16)
+    number = int(value, 16)
+    if maximum is not None and number > maximum:
+        raise InvalidRpcData(f"{what} {number} is out of range (max {maximum})")
+    return number
 
 
 def parse_header(raw: Any) -> BlockHeader:
@@ -40,10 +50,10 @@ def parse_header(raw: Any) -> BlockHeader:
     if not isinstance(raw, dict):
         raise InvalidRpcData("block is not an object")
     return BlockHeader(
-        number=qty_field(raw.get("number"), "block number"),
+        number=qty_field(raw.get("number"), "block number", MAX_INT64),
         hash=hex_field(raw.get("hash"), "block hash", length=66),
         parent_hash=hex_field(raw.get("parentHash"), "parent hash", length=66),
-        timestamp=qty_field(raw.get("timestamp"), "block timestamp"),
+        timestamp=qty_field(raw.get("timestamp"), "block timestamp", MAX_TIMESTAMP),
         logs_bloom=_bloom(raw.get("logsBloom")),
     )
 
@@ -107,9 +117,9 @@ class _Seen:
             hit = self.qty.get(value)
             if hit is not None:
                 return hit
-            out = self.qty[value] = qty_field(value, what)
+            out = self.qty[value] = qty_field(value, what, MAX_INT64)
             return out
-        return qty_field(value, what)
+        return qty_field(value, what, MAX_INT64)
 
 
 def parse_log(raw: Any, seen: _Seen | None = None) -> RawLog:

@@ -19,7 +19,7 @@ import orjson
 import structlog
 
 from indexer import failpoints, metrics, rewards
-from indexer.db import CONNECTION_ERRORS, Conn, Q, quote_ident
+from indexer.db import CLIENT_DATA_ERRORS, CONNECTION_ERRORS, Conn, Q, quote_ident
 from indexer.decode import BASE_COLUMNS, EVENT_TABLE_NAMES, Event, Undecodable
 from indexer.errors import DatabaseUnavailable, NotLeader, Retryable
 from indexer.types import BlockHeader
@@ -304,6 +304,8 @@ class PostgresSink:
                 )
                 await con.execute(Q["notify"], payload)
                 await failpoints.hit("sink.after_checkpoint")
+        except CLIENT_DATA_ERRORS:
+            raise
         except CONNECTION_ERRORS as exc:
             raise DatabaseUnavailable(
                 f"commit of {batch.from_block}-{batch.to_block} failed: {type(exc).__name__}"
@@ -377,6 +379,8 @@ class PostgresSink:
                         tables=sorted(deleted),
                     ),
                 )
+        except CLIENT_DATA_ERRORS:
+            raise
         except CONNECTION_ERRORS as exc:
             raise DatabaseUnavailable(f"rewind to {number} failed: {type(exc).__name__}") from exc
         return deleted
@@ -409,6 +413,8 @@ class PostgresSink:
         return deleted
 
     async def set_halted(self, reason: str | None) -> None:
-        """Record (or clear) a halt; nothing else is touched."""
-        async with self.pool.acquire() as con:
+        """Record (or clear) a halt; nothing else is touched. Fenced like every write: a
+        deposed leader (its lock lost while it met the fault) cannot halt the new leader's chain."""
+        async with self.pool.acquire() as con, con.transaction():
+            await self._check_fence(con)
             await con.execute(Q["set_halted"], self.chain_id, reason)

@@ -213,12 +213,17 @@ async def repair_range(
     last: int,
     addresses: list[str],
     table_columns: dict[str, tuple[str, ...]],
+    final_only: bool = False,
 ) -> Diff:
     """Make the stored rows and headers of ``[first, last]`` equal to the node's; returns the
-    differences found (and fixed). Raises RepairRaced if the checkpoint moved meanwhile."""
+    differences found (and fixed). Raises RepairRaced if the checkpoint moved meanwhile, or,
+    with ``final_only`` (a live follower moves the checkpoint all the time), if the range
+    is not final any more: rows of a final range change only here."""
     async with pool.acquire() as con:
         cp = await con.fetchrow(Q["load_checkpoint"], chain_id)
     if cp is None or cp["block_number"] < first:
+        return Diff()
+    if final_only and (cp["finalized_block"] is None or cp["finalized_block"] < last):
         return Diff()
     last = min(last, cp["block_number"])
     seen = (cp["block_number"], cp["block_hash"])
@@ -241,7 +246,12 @@ async def repair_range(
     node = await rpc.headers([b for b, _ours, _theirs in diff.hashes]) if diff.hashes else {}
     async with pool.acquire() as con, con.transaction():
         row = await con.fetchrow(Q["lock_checkpoint"], chain_id)
-        if row is None or (row["block_number"], row["block_hash"]) != seen:
+        if row is None:
+            raise RepairRaced("the checkpoint is gone")
+        if final_only:
+            if row["finalized_block"] is None or row["finalized_block"] < last:
+                raise RepairRaced(f"block {last} is not final any more")
+        elif (row["block_number"], row["block_hash"]) != seen:
             raise RepairRaced("the checkpoint moved during verify --repair; run it again")
         touched: set[tuple[str, str, str]] = set()
         for _table, block, index in [*diff.phantom, *diff.changed]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from indexer._toml import NAME_RE, Problems, Section, check_address
+from indexer.decode import abi_problems
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +54,10 @@ def _load_abi(path: Path, key: str, problems: Problems) -> tuple[dict[str, Any],
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
         problems.add(key, f"ABI file {path} has no list of ABI entries (key 'abi')")
         return None
-    return tuple(entries)
+    bad = abi_problems(entries)
+    for problem in bad:
+        problems.add(key, f"ABI file {path}: {problem}")
+    return None if bad else tuple(entries)
 
 
 _CONTRACT_KEYS = ("name", "abi", "address", "factory", "start_block")

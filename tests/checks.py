@@ -1,4 +1,4 @@
-"""The invariant checker shared by every scenario (RELIABILITY.md "Harness").
+"""The invariant checker shared by every scenario (the test harness of the README's Guarantees).
 
 It reads the chain through anvil's own JSON-RPC (not the project's client) and the database
 through a plain connection, so a bug in the indexer's RPC or decoding path cannot hide itself.

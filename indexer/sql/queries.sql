@@ -22,7 +22,8 @@ FROM checkpoints WHERE chain_id = $1;
 
 -- name: lock_checkpoint
 -- Lock the checkpoint row for the commit transaction (serialises writers of one chain).
-SELECT block_number, block_hash, halted_reason FROM checkpoints WHERE chain_id = $1 FOR UPDATE;
+SELECT block_number, block_hash, finalized_block, halted_reason
+FROM checkpoints WHERE chain_id = $1 FOR UPDATE;
 
 -- name: update_checkpoint
 -- Move the checkpoint; runs inside the batch transaction.

@@ -1,4 +1,5 @@
-"""Reorg scenarios 3-9 of RELIABILITY.md on a real anvil, with the daemon following."""
+"""Reorgs on a real anvil with the daemon following: live at each depth, then growth, a
+rollback and regrowth, two within one poll, one while stopped, and one too deep (halt)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""abis/ is fresh against contracts/ and its events keep the public signatures of DESIGN.md §2."""
+"""abis/ is fresh against contracts/ and its events keep the project's public event signatures
+(the contract of every table and of the backend's queries: a change is a breaking change)."""
 
 # ruff: noqa: E501 (the canonical signatures are copied verbatim, one per line)
 
@@ -16,9 +17,8 @@ from eth_utils import keccak
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 ABIS = ROOT / "abis"
-DESIGN = ROOT.parent / "shared" / "DESIGN.md"
 
-# The public interface (DESIGN.md §2), copied verbatim: the primary source of truth.
+# The public event interface, one signature per line: the source of truth for the ABIs.
 CANONICAL_EVENTS: dict[str, list[str]] = {
     "MultiTokenPushPull": [
         "RewardAdded(address indexed token, address indexed user, address indexed emitter, uint256 amount)",
@@ -49,7 +49,6 @@ INHERITED_EVENTS = {"RoleAdminChanged", "RoleGranted", "RoleRevoked", "EIP712Dom
 TEST_CONTRACTS = {"TestToken", "HostileToken", "LogEmitter"}
 
 _PARAM_RE = re.compile(r"^\s*(\w+(?:\[\d*\])*)\s+(indexed\s+)?(\w+)\s*$")
-_SIG_RE = re.compile(r"`(\w+)\(([^`]*)\)`")
 
 
 def _parse(signature: str) -> tuple[str, tuple[tuple[str, bool, str], ...]]:
@@ -150,24 +149,3 @@ def test_log_emitter_look_alike_shares_topic0_not_layout():
     alike = _abi_events("LogEmitter")["RewardClaimed"]
     assert _topic0("RewardClaimed", ours) == _topic0("RewardClaimed", alike)
     assert [i for _, i, _ in ours] != [i for _, i, _ in alike]
-
-
-def test_design_md_signatures_match_the_canonical_list():
-    """Every event signature quoted in DESIGN.md §2 is in CANONICAL_EVENTS, and vice versa."""
-    if not DESIGN.exists():
-        pytest.skip(f"{DESIGN} not found (the shared docs are cloned beside the repo)")
-    text = DESIGN.read_text()
-    section = text.split("## 2.", 1)[1].split("\n## 3.", 1)[0]
-    section = re.sub(r"\s*\n\s*", " ", section)  # signatures wrap over lines
-    quoted = {
-        _parse(f"{m.group(1)}({m.group(2)})")
-        for m in _SIG_RE.finditer(section)
-        if m.group(2)
-        and all(_PARAM_RE.match(p) for p in m.group(2).split(","))
-        and m.group(1)[0].isupper()  # functions are camelCase
-        and m.group(1) not in {"Reward", "RewardBatch"}  # EIP-712 types, not events
-        and "(" not in m.group(2)
-    }
-    canonical = {_parse(s) for sigs in CANONICAL_EVENTS.values() for s in sigs}
-    assert len(quoted) >= 15, "fewer event signatures found in DESIGN.md than expected"
-    assert quoted == canonical

@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from eth_abi.abi import encode
 from eth_utils.crypto import keccak
 from hypothesis import given, settings
@@ -219,3 +220,57 @@ def test_generated_decoder_agrees_with_the_generic_walk(
             return str(exc)
 
     assert outcome(fast) == outcome(lambda x: decode_with(spec, x))
+
+
+def _spec(signature_types: list[str]) -> Any:
+    entry = {
+        "type": "event",
+        "name": "E",
+        "inputs": [
+            {"name": f"a{i}", "type": t, "indexed": False} for i, t in enumerate(signature_types)
+        ],
+    }
+    spec = compile_event("X", entry)
+    assert spec is not None
+    return spec
+
+
+def _log_for(spec: Any, data: bytes) -> RawLog:
+    return raw(EMITTER, [spec.topic0], data)
+
+
+def test_static_arrays_and_tuples_sit_inline_in_the_head() -> None:
+    """uint256[2] and (uint8,bool) take 2 head words each, not an offset: the values after
+    them are read from the right words (found by the decode -> COPY fuzz)."""
+    types = ["uint256[2]", "(uint8,bool)", "string", "address[1]"]
+    values = [[0, 6], (255, True), "after", ["0x" + "Ab" * 20]]
+    spec = _spec(types)
+    got = decode_with(spec, _log_for(spec, encode(types, values)))
+    assert got == ([0, 6], [255, True], "after", ["0x" + "ab" * 20])
+
+
+def test_int8_out_of_range_is_undecodable_on_both_paths() -> None:
+    """A word that is no sign extension of an int8 is refused by the generated decoder and
+    the generic walk alike."""
+    spec = _spec(["int8"])
+    fast = compile_fast(spec)
+    assert fast is not None
+    bad = _log_for(spec, (2**200).to_bytes(32, "big"))
+    ok = _log_for(spec, encode(["int8"], [-128]))
+    assert fast(ok) == decode_with(spec, ok) == (-128,)
+    for fn in (fast, lambda lg: decode_with(spec, lg)):
+        with pytest.raises(DecodeError, match="int8 out of range"):
+            fn(bad)
+
+
+def test_offsets_sharing_one_tail_cannot_blow_up_memory() -> None:
+    """A string[] of 2,000 elements whose offsets all point at one 4 KiB string would decode
+    to 8 MB from 68 KB of data: refused as decoding to more than its size."""
+    text = b"x" * 4096
+    n = 2000
+    tail = (32 * n).to_bytes(32, "big")  # every element: offset of the shared string
+    shared = len(text).to_bytes(32, "big") + text
+    data = (32).to_bytes(32, "big") + n.to_bytes(32, "big") + tail * n + shared
+    spec = _spec(["string[]"])
+    with pytest.raises(DecodeError, match="more than its size"):
+        decode_with(spec, _log_for(spec, data))

@@ -1,0 +1,111 @@
+"""Endpoint identity and answer size (issue 14): an endpoint serves no request before its
+eth_chainId matched, is asked again after it failed, and leaves rotation for good when it
+names another chain (never data from it); an answer over the size cap is given up on while it
+is read, not after."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from prometheus_client import REGISTRY
+
+from indexer.errors import RangeLimitError, RpcUnavailable, WrongChainId
+from indexer.rpc import RpcClient
+from tests.fakes.rpc import FakeRpc
+from tests.procs import Anvil
+
+pytestmark = pytest.mark.anvil
+
+FAST = {"backoff_base_s": 0.001, "backoff_max_s": 0.02, "timeout_s": 5.0}
+
+
+class Switch:
+    """A FakeRpc corrupt hook whose answer to eth_chainId can be changed while it runs."""
+
+    def __init__(self) -> None:
+        self.chain_id: int | None = None  # None: the node's own
+
+    def __call__(self, method: str, params: list[Any], answer: dict[str, Any]) -> dict[str, Any]:
+        if method == "eth_chainId" and self.chain_id is not None:
+            return {**answer, "result": hex(self.chain_id)}
+        return answer
+
+
+def wrong_chain_gauge(endpoint: int) -> float:
+    value = REGISTRY.get_sample_value(
+        "indexer_rpc_endpoint_wrong_chain", {"chain": "idt", "endpoint": str(endpoint)}
+    )
+    return value or 0.0
+
+
+async def test_endpoint_of_another_chain_never_serves_data(anvil: Anvil) -> None:
+    """Endpoint #0 says chain 1: asked eth_chainId once, then out of rotation (gauge 1);
+    every answer comes from #1, and no other method ever reached #0."""
+    liar = Switch()
+    liar.chain_id = 1
+    async with (
+        FakeRpc(anvil.url, corrupt=liar) as bad,
+        FakeRpc(anvil.url) as good,
+        RpcClient([bad.url, good.url], chain="idt", chain_id=31337, **FAST) as rpc,
+    ):
+        for _ in range(3):
+            assert await rpc.block_number() == anvil.block_number()
+        assert rpc.endpoint == 1
+        assert set(bad.calls) == {"eth_chainId"}
+        assert bad.calls["eth_chainId"] == 1
+        assert good.calls["eth_blockNumber"] == 3
+        assert wrong_chain_gauge(0) == 1
+        async with RpcClient([bad.url], chain="idt", chain_id=31337, **FAST) as alone:
+            with pytest.raises(WrongChainId, match="every RPC endpoint"):
+                await alone.block_number()
+
+
+async def test_endpoint_is_verified_again_after_it_failed(anvil: Anvil) -> None:
+    """#0 serves, fails (HTTP 502 on everything), #1 takes over; #1 fails in turn and #0,
+    back but now pointing at another chain, is asked eth_chainId again before any data and is
+    dropped: the call fails as unavailable, never with #0's data."""
+    switch = Switch()
+    async with (
+        FakeRpc(anvil.url, corrupt=switch, max_fail_streak=10**6) as first,
+        FakeRpc(anvil.url, max_fail_streak=10**6) as second,
+        RpcClient(
+            [first.url, second.url], chain="idt", chain_id=31337, max_attempts=4, **FAST
+        ) as rpc,
+    ):
+        assert await rpc.block_number() == anvil.block_number()
+        assert rpc.endpoint == 0
+        assert first.calls["eth_chainId"] == 1
+
+        first.error_rate, first.error_kinds = 1.0, ("http_502",)
+        assert await rpc.block_number() == anvil.block_number()
+        assert rpc.endpoint == 1
+        assert second.calls["eth_chainId"] == 1
+
+        first.error_rate = 0.0
+        switch.chain_id = 5
+        second.error_rate, second.error_kinds = 1.0, ("http_502",)
+        served_by_first = first.calls["eth_blockNumber"]
+        with pytest.raises(RpcUnavailable):
+            await rpc.block_number()
+        assert first.calls["eth_chainId"] >= 2  # asked again after its failure
+        assert first.calls["eth_blockNumber"] == served_by_first  # no data once it lied
+
+
+async def test_oversized_answer_is_cut_while_read(anvil: Anvil) -> None:
+    """A 3 MiB eth_getLogs answer with a 1 MiB cap: the range halves down to one block and
+    then RangeLimitError names the cap."""
+    padding = "0" * (3 * 1024 * 1024)
+
+    def pad(method: str, params: list[Any], answer: dict[str, Any]) -> dict[str, Any]:
+        return {**answer, "padding": padding} if method == "eth_getLogs" else answer
+
+    anvil.mine(8)
+    head = anvil.block_number()
+    async with (
+        FakeRpc(anvil.url, corrupt=pad) as fake,
+        RpcClient([fake.url], log_range=8, max_response_bytes=1024 * 1024, **FAST) as rpc,
+    ):
+        with pytest.raises(RangeLimitError, match="larger than 1048576 bytes"):
+            await rpc.get_logs(max(0, head - 7), head, ["0x" + "11" * 20])
+        assert rpc.log_range == 1
