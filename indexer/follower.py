@@ -132,6 +132,7 @@ class ChainFollower:
         self.sink = sink
         self.registry = registry
         self._tip_verified = False
+        self._behind_since: float | None = None
         self._banks_loaded = False
         self._children: set[str] = set()
         self.head = -1
@@ -215,6 +216,28 @@ class ChainFollower:
                 return min(header.number, head)
         return max(head - self.spec.max_reorg_depth, -1)
 
+    def _node_behind(self, checkpoint: int, head: int) -> StepResult:
+        """The node's head is below what we committed, on the same chain (a lagging backend, a
+        restarted node): nothing to roll back, so wait, with ``indexer_node_behind_blocks``
+        for the alert; after ``NODE_BEHIND_FAILOVER_S`` move to another endpoint if any."""
+        now = time.monotonic()
+        if self._behind_since is None:
+            self._behind_since = now
+        behind_s = now - self._behind_since
+        metrics.NODE_BEHIND.labels(self.spec.name).set(checkpoint - head)
+        moved = False
+        if behind_s >= NODE_BEHIND_FAILOVER_S:
+            moved = self.rpc.demote_current("behind_checkpoint")
+            self._behind_since = now
+        log.info(
+            "node_behind",
+            head=head,
+            checkpoint=checkpoint,
+            behind_s=round(behind_s, 1),
+            failover=moved,
+        )
+        return StepResult(Step.WAITING, last=checkpoint)
+
     async def _check_tip(self, cp: Checkpoint, head: int) -> StepResult | None:
         """Same-height reorgs, offline reorgs and lagging nodes, before fetching forward."""
         if head < cp.number:
@@ -222,9 +245,10 @@ class ChainFollower:
             node = await self.rpc.header(head)
             ours = await self.store.hash_at(head)
             if node is None or ours is None or node.hash == ours:
-                log.info("node_behind", head=head, checkpoint=cp.number)
-                return StepResult(Step.WAITING, last=cp.number)
+                return self._node_behind(cp.number, head)
             return await self._rollback(cp, head)
+        self._behind_since = None
+        metrics.NODE_BEHIND.labels(self.spec.name).set(0)
         if head == cp.number or not self._tip_verified or cp.number < self.finalized:
             self.nrpc += 1
             node = await self.rpc.header(cp.number)
@@ -602,6 +626,7 @@ def backoff_s(attempt: int, rng: random.Random) -> float:
     return rng.uniform(0, min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2**attempt))
 
 
+NODE_BEHIND_FAILOVER_S = 10.0  # a head below our checkpoint this long: try another endpoint
 PERSISTENT_FAULT_LIMIT = 4  # failures of the kinds below, with no success between: halt
 # Failures that retrying the same range does not fix: a node that keeps answering data that
 # does not verify, a provider that refuses even one block's logs, rows PostgreSQL refuses.

@@ -11,6 +11,11 @@ HEAD_BLOCK = Gauge("indexer_head_block", "Latest block number reported by the no
 CHECKPOINT_BLOCK = Gauge("indexer_checkpoint_block", "Highest committed block", ["chain"])
 FINALIZED_BLOCK = Gauge("indexer_finalized_block", "Finalized block number", ["chain"])
 LAG_BLOCKS = Gauge("indexer_lag_blocks", "Head minus checkpoint", ["chain"])
+NODE_BEHIND = Gauge(
+    "indexer_node_behind_blocks",
+    "Blocks the node's head is below our checkpoint with the same hashes (0: not behind)",
+    ["chain"],
+)
 REORGS = Counter("indexer_reorgs_total", "Reorgs detected and rolled back", ["chain"])
 REORG_DEPTH = Histogram(
     "indexer_reorg_depth_blocks",
@@ -129,6 +134,7 @@ def init_chain(chain: str) -> None:
         PUSHER_NO_ROLE,
         PUSHER_FEE_CAPPED,
         PUSHER_PAUSED,
+        NODE_BEHIND,
     ):
         gauge.labels(chain)
 

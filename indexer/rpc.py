@@ -248,6 +248,14 @@ class RpcClient:
                 kind=kind,
             )
 
+    def demote_current(self, kind: str) -> bool:
+        """Count a failure of the current endpoint that the caller saw in its answers (a head
+        stuck below what we already indexed) and move to the next one; False when there is
+        no other endpoint to move to."""
+        before = self._current
+        self._endpoint_failed(before, kind)
+        return self._current != before
+
     def _next_endpoint(self, idx: int) -> int:
         """The endpoint after ``idx`` in rotation, skipping those that serve another chain."""
         n = len(self._urls)

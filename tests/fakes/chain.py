@@ -256,6 +256,10 @@ class ScriptedRpc:
     def _visible(self, number: int) -> BlockHeader | None:
         return self.chain.header(number) if number <= self.visible_head else None
 
+    def demote_current(self, kind: str) -> bool:
+        """One scripted node: nowhere to fail over to (RpcClient.demote_current)."""
+        return False
+
     async def block_number(self) -> int:
         self.calls["block_number"] += 1
         return self.visible_head

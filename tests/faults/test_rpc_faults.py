@@ -385,3 +385,47 @@ def test_rpc_head_going_backwards_with_same_hashes_waits(
     assert not [e for e in events if e.get("event") in ("reorg_detected", "rewound")]
     assert not checks.db_fetch(db_dsn, "SELECT 1 FROM reorgs")
     assert_all(db_dsn, anvil, d)
+
+
+def test_rpc_head_below_checkpoint_is_a_metric_then_a_failover(
+    tmp_path: Path,
+    anvil: Anvil,
+    deployment: deploy.Deployment,
+    db_dsn: str,
+    fakes: list[FakeRpcThread],
+    daemons: list[Daemon],
+) -> None:
+    """Endpoint #0's head stays 3 blocks below our checkpoint (same hashes): the daemon waits
+    with indexer_node_behind_blocks 3 (the alert's input), and after NODE_BEHIND_FAILOVER_S
+    moves to endpoint #1 and follows the new blocks; nothing is rolled back."""
+    from tests.e2e.test_hostile_input import metric  # noqa: PLC0415
+
+    d = deployment
+    traffic(d, anvil, 221, rounds=2)
+    fake = FakeRpc.start_in_thread(anvil.url)
+    fakes.append(fake)
+    cfg = fake_config(tmp_path, db_dsn, fake.url, d)
+    cfg.write_text(
+        cfg.read_text().replace(
+            f'rpc_urls = ["{fake.url}"]', f'rpc_urls = ["{fake.url}", "{anvil.url}"]'
+        )
+    )
+    daemon = Daemon(cfg)
+    daemons.append(daemon)
+    port = daemon.wait_for(lambda e: e.get("event") == "http_listening")["port"]
+    wait_until(lambda: at_head(db_dsn, anvil), timeout=60, what="sync")
+    fake.fake.head_offset = 3
+    daemon.wait_for(lambda e: e.get("event") == "node_behind")
+    assert metric(port, 'indexer_node_behind_blocks{chain="local"}') == 3
+    moved = daemon.wait_for(
+        lambda e: e.get("event") == "node_behind" and e.get("failover") is True, timeout=40
+    )
+    assert moved["behind_s"] >= 10
+    deploy.generate_traffic(d.w3, d, random.Random(221), 3)
+    wait_until(lambda: at_head(db_dsn, anvil), timeout=60, what="catch-up through #1")
+    assert metric(port, 'indexer_node_behind_blocks{chain="local"}') == 0
+    assert daemon.stop() == 0
+    failovers = [e for e in daemon.events() if e.get("event") == "rpc_failover"]
+    assert any(e.get("kind") == "behind_checkpoint" for e in failovers)
+    assert not checks.db_fetch(db_dsn, "SELECT 1 FROM reorgs")
+    assert_all(db_dsn, anvil, d)
