@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Any
 
 import asyncpg
@@ -144,10 +144,11 @@ def assert_canonical(
     got = sorted(k[:5] for k in stored)
     missing = sorted(set(expected) - set(got))
     extra = sorted(set(got) - set(expected))
+    extra_tables = Counter(k[5] for k in stored if k[:5] in set(extra))
     assert not missing, f"INV-CANON: {len(missing)} missing: {missing[:3]}"
     assert not extra, (
-        f"INV-CANON: {len(missing)} missing, {len(extra)} extra; "
-        f"missing {missing[:3]} extra {extra[:3]}"
+        f"INV-CANON: {len(missing)} missing, {len(extra)} extra (by table "
+        f"{dict(extra_tables)}); missing {missing[:3]} extra {extra[:3]}"
     )
     _assert_headers(dsn, node, chain_id, number)
     return len(expected)
