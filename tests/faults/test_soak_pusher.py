@@ -250,6 +250,9 @@ def test_soak_pusher_reorgs_and_leader_kills_pay_each_reward_once(
         "daemon_kills": kills,
         "pusher_kills_by_step": dict(sorted(pushers.kills.items())),
         "rewards_queued": queued,
+        "leader_takeovers": sum(
+            1 for p in daemons for e in p.events() if e.get("event") == "leader"
+        ),
     }
     try:
         wait_rewards(db_dsn, "confirmed", queued, timeout=180)
