@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from indexer.db import Q
+from indexer.db import Q, quote_ident
 from indexer.types import BlockHeader
 
 
@@ -61,8 +61,25 @@ class CheckpointStore:
             value = await con.fetchval(Q["block_hash_at"], self.chain_id, number)
         return str(value) if value is not None else None
 
-    async def known_banks(self) -> list[tuple[str, int]]:
-        """Discovered factory-made contracts (address, creation block), oldest first."""
+    async def factory_children(
+        self, table: str, column: str, factories: list[str], event: str, parameter: str
+    ) -> list[tuple[str, int]]:
+        """Addresses made by ``factories`` (creation block), oldest first: ``column`` of their
+        creation events in ``table``, or, when those events land in ``other_events``, the
+        ``parameter`` of their JSON args."""
+        if table == "other_events":
+            sql = (
+                "SELECT args->>$4 AS child, block_number FROM other_events "
+                "WHERE chain_id = $1 AND contract = ANY($2) AND event = $3 "
+                "ORDER BY block_number, log_index"
+            )
+            args: tuple[object, ...] = (self.chain_id, factories, event, parameter)
+        else:
+            sql = (
+                f"SELECT {quote_ident(column)} AS child, block_number FROM {quote_ident(table)} "
+                "WHERE chain_id = $1 AND contract = ANY($2) ORDER BY block_number, log_index"
+            )
+            args = (self.chain_id, factories)
         async with self.pool.acquire() as con:
-            rows = await con.fetch(Q["known_banks"], self.chain_id)
-        return [(r["bank"], r["block_number"]) for r in rows]
+            rows = await con.fetch(sql, *args)
+        return [(str(r["child"]), r["block_number"]) for r in rows if r["child"]]

@@ -34,7 +34,7 @@ import structlog
 from indexer import metrics
 from indexer.checkpoint import Checkpoint, CheckpointStore
 from indexer.db import CLIENT_DATA_ERRORS, CONNECTION_ERRORS
-from indexer.decode import AbiRegistry, Event, Undecodable
+from indexer.decode import AbiRegistry, Event, EventSpec, Undecodable, column_name
 from indexer.errors import (
     FinalityViolation,
     InvalidRpcData,
@@ -135,6 +135,7 @@ class ChainFollower:
         self._behind_since: float | None = None
         self._banks_loaded = False
         self._children: set[str] = set()
+        self._child_since: dict[str, int] = {}  # child -> block of its creation event
         self.head = -1
         self.finalized = -1
         self.checkpoint = -1
@@ -143,21 +144,40 @@ class ChainFollower:
         self._span = min(spec.batch_blocks, INITIAL_SPAN_BLOCKS)
         self.nrpc = 0
         # (ABI, event) -> parameter naming the child: one dict lookup per decoded log
-        self._child_param = {(fw.factory_abi, fw.event): fw.parameter for fw in spec.factories}
+        # (factory ABI, creation event) -> (address parameter, the children's ABI)
+        self._child_param = {
+            (fw.factory_abi, fw.event): (fw.parameter, fw.child_abi) for fw in spec.factories
+        }
 
     # ---- set-up -------------------------------------------------------------------------
 
     async def _load_children(self) -> None:
-        """(Re)bind the factory-made contracts the database knows (after start or rollback)."""
+        """(Re)bind the factory-made contracts the database knows (after start or rollback):
+        for every configured factory, the addresses its creation events carry, read from the
+        table those events are stored in (their own table, or ``other_events``), each bound to
+        that factory's child ABI. Rollbacks delete creation events, so this is what is left."""
         self._children = set()
-        if not self.spec.factories:
-            self._banks_loaded = True
-            return
-        child_abi = self.spec.factories[0].child_abi
-        for address, _block in await self.store.known_banks():
-            self.registry.bind(address, child_abi)
-            self._children.add(address)
+        self._child_since = {}
+        for fw in self.spec.factories:
+            spec = self._creation_spec(fw)
+            factories = sorted(a for a, n in self.spec.addresses.items() if n == fw.factory_abi)
+            if spec is None or not factories:
+                continue
+            column = "args" if spec.table == "other_events" else column_name(fw.parameter)
+            for address, block in await self.store.factory_children(
+                spec.table, column, factories, spec.name, fw.parameter
+            ):
+                self.registry.bind(address, fw.child_abi)
+                self._children.add(address)
+                self._child_since.setdefault(address, block)
         self._banks_loaded = True
+
+    def _creation_spec(self, fw: FactoryWatch) -> EventSpec | None:
+        """The compiled creation event of factory ``fw``."""
+        for spec in self.registry.specs():
+            if spec.contract == fw.factory_abi and spec.name == fw.event:
+                return spec
+        return None
 
     def _watched(self) -> list[str]:
         return sorted(set(self.spec.addresses) | self._children)
@@ -366,20 +386,23 @@ class ChainFollower:
         for lg in fetched.logs:
             present.setdefault(lg.block_number, set()).add(lg.address)
         watched = self._watched()
+        since = self._child_since  # a child is watched from its creation on, not before
+
+        def absent(number: int) -> list[str]:
+            seen = present.get(number, ())
+            return [a for a in watched if a not in seen and since.get(a, -1) <= number]
+
         doubtful = sorted(
             number
             for number, header in fetched.headers.items()
-            if header.logs_bloom is not None
-            and header.may_have_logs_of(a for a in watched if a not in present.get(number, ()))
+            if header.logs_bloom is not None and header.may_have_logs_of(absent(number))
         )
         for attempt in range(BLOOM_RETRIES if doubtful else 0):
             await asyncio.sleep(BLOOM_RETRY_S * attempt)  # at once, then a short pause
             self.nrpc += 1
             found = await self.rpc.get_logs(doubtful[0], doubtful[-1], watched)
             for lg in found:
-                if lg.block_number in doubtful and lg.address not in present.get(
-                    lg.block_number, ()
-                ):
+                if lg.block_number in doubtful and lg.address in absent(lg.block_number):
                     raise LaggingNode(
                         f"block {lg.block_number}: logs missing from the first answer"
                     )
@@ -419,7 +442,8 @@ class ChainFollower:
             await self._forget_children()
 
     async def _forget_children(self) -> None:
-        """A dropped prefetch may have bound children that were never committed."""
+        """Unbind every child and load what the database knows: after a rollback (creations
+        undone) or a dropped prefetch (children bound but never committed)."""
         for address in self._children:
             self.registry.unbind(address)
         await self._load_children()
@@ -460,16 +484,19 @@ class ChainFollower:
                     continue
                 fetched.events.append(out)
                 child = self._child_of(out)
-                if child is not None and child not in self._children:
-                    new_children.setdefault(child, lg.block_number)
+                if child is not None and child[0] not in self._children:
+                    self.registry.bind(child[0], child[1])
+                    self._children.add(child[0])
+                    self._child_since[child[0]] = lg.block_number
+                    new_children.setdefault(child[0], lg.block_number)
             pending = []
             if new_children:
-                for address in new_children:
-                    self.registry.bind(address, self.spec.factories[0].child_abi)
-                    self._children.add(address)
-                pending = await self._logs_of(
+                found = await self._logs_of(
                     sorted(new_children), min(new_children.values()), last, fetched
                 )
+                # one request for all new children: keep each one's logs from its own
+                # creation block on (its constructor's logs share that block)
+                pending = [lg for lg in found if lg.block_number >= new_children[lg.address]]
                 fetched.logs.extend(pending)
         if len(fetched.logs) > n_ranged:  # children's logs were appended: restore chain order
             if len({(lg.block_number, lg.log_index) for lg in fetched.logs}) < len(fetched.logs):
@@ -477,12 +504,13 @@ class ChainFollower:
             fetched.events.sort(key=lambda e: (e.log.block_number, e.log.log_index))
             fetched.quarantined.sort(key=lambda q: (q.log.block_number, q.log.log_index))
 
-    def _child_of(self, ev: Event) -> str | None:
-        parameter = self._child_param.get((ev.spec.contract, ev.spec.name))
-        if parameter is None:
+    def _child_of(self, ev: Event) -> tuple[str, str] | None:
+        """(address, child ABI) when ``ev`` is a configured factory's creation event."""
+        found = self._child_param.get((ev.spec.contract, ev.spec.name))
+        if found is None:
             return None
-        value = ev.args().get(parameter)
-        return str(value) if isinstance(value, str) else None
+        value = ev.args().get(found[0])
+        return (value, found[1]) if isinstance(value, str) else None
 
     async def _logs_of(
         self, addresses: list[str], first: int, last: int, fetched: _Fetched
@@ -589,13 +617,8 @@ class ChainFollower:
             deleted=deleted,
         )
         self._tip_verified = True
-        await self._load_children_after_rollback()
+        await self._forget_children()
         return StepResult(Step.REWOUND, last=ancestor.number)
-
-    async def _load_children_after_rollback(self) -> None:
-        for address in self._children:
-            self.registry.unbind(address)
-        await self._load_children()
 
     async def _halt(self, error: ReorgTooDeep | FinalityViolation) -> StepResult:
         await self.sink.set_halted(str(error))
