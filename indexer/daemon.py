@@ -27,10 +27,12 @@ from indexer import db, metrics
 from indexer.checkpoint import CheckpointStore
 from indexer.config import DEFAULT_ABI_DIR, ChainSettings, Settings, SignerSettings
 from indexer.decode import AbiRegistry
+from indexer.driver import run_follower
 from indexer.errors import DatabaseUnavailable, IndexerError, NotLeader, Retryable
-from indexer.follower import ChainFollower, FactoryWatch, FollowerSpec, Step, run_follower
+from indexer.follower import ChainFollower, FollowerSpec, Step
 from indexer.rpc import RpcClient
 from indexer.sink import PostgresSink
+from indexer.watch import FactoryWatch
 
 if TYPE_CHECKING:
     from indexer.pusher import Pusher

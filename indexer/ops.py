@@ -21,8 +21,9 @@ import typer
 from indexer import daemon, db
 from indexer.checkpoint import CheckpointStore
 from indexer.config import ChainSettings, Settings
+from indexer.driver import run_follower
 from indexer.errors import UsageError
-from indexer.follower import Step, run_follower
+from indexer.follower import Step
 from indexer.sink import PostgresSink
 from indexer.verify import Diff, repair_range, table_columns, verify_range
 
@@ -146,7 +147,7 @@ async def _progress(store: CheckpointStore, last: int, stop: asyncio.Event) -> N
 
 async def _verify(pool: asyncpg.Pool, rt: daemon.ChainRuntime, first: int, last: int) -> Diff:
     f = rt.follower
-    await f._load_children()
+    await f.load_children()
     return await verify_range(
         pool=pool,
         rpc=rt.rpc,
@@ -154,7 +155,7 @@ async def _verify(pool: asyncpg.Pool, rt: daemon.ChainRuntime, first: int, last:
         chain_id=rt.settings.chain_id,
         first=first,
         last=last,
-        addresses=f._watched(),
+        addresses=f.watched(),
         table_columns=table_columns(f.registry),
     )
 
@@ -168,7 +169,7 @@ async def verify(
         if not repair:
             return await _verify(pool, rt, first, last)
         f = rt.follower
-        await f._load_children()
+        await f.load_children()
         diff = await repair_range(
             pool=pool,
             rpc=rt.rpc,
@@ -176,7 +177,7 @@ async def verify(
             chain_id=chain.chain_id,
             first=first,
             last=last,
-            addresses=f._watched(),
+            addresses=f.watched(),
             table_columns=table_columns(f.registry),
         )
         if not diff.clean:

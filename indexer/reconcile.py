@@ -691,7 +691,7 @@ class Reconciler:
         their chain position (refetched from the node; ``last`` is final, so they stay)."""
         first = self._start_block()
         f = self.follower
-        await f._load_children()
+        await f.load_children()
         columns = table_columns(f.registry)
         expected, _ = await expected_rows(
             rpc=self.rpc,

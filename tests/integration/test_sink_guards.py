@@ -8,8 +8,8 @@ import asyncpg
 import pytest
 
 from indexer import db
+from indexer.driver import PERSISTENT_FAULTS
 from indexer.errors import DatabaseUnavailable, NotLeader
-from indexer.follower import PERSISTENT_FAULTS
 from indexer.sink import Batch, PostgresSink
 from indexer.types import BlockHeader
 

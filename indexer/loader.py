@@ -1,0 +1,261 @@
+"""The range loader: one range of blocks fetched, verified and decoded, ready to commit (no
+database access).
+
+A range's logs and headers come in one batch to one endpoint (``RpcClient.get_range``); the
+loader checks that every log comes from a watched address in chain order, decodes each through
+the registry (discovering factory children, whose logs from creation on join the range),
+fetches the headers of blocks that carry logs, and, above the finalized block, asks again for
+blocks whose bloom admits a watched contract the node returned no log of (a lagging backend's
+empty answer).
+
+Pipelining: range k+1 is fetched and decoded while range k commits. Commits stay strictly in
+order: a prefetched range is used only by the step whose checkpoint it extends, and goes
+through the same checks (parent link) as a fresh one; anything else drops it. At most two
+ranges are in memory, each sized (``span``) to about TARGET_LOGS_PER_RANGE logs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import structlog
+
+from indexer import metrics
+from indexer.decode import AbiRegistry, Event, Undecodable
+from indexer.errors import InvalidRpcData, LaggingNode
+from indexer.rpc import RpcClient
+from indexer.types import BlockHeader, RawLog
+from indexer.watch import Watchlist
+
+log = structlog.get_logger()
+
+TARGET_LOGS_PER_RANGE = 20_000  # bounds memory: at most two ranges of about this many logs
+BLOOM_RETRIES = 3  # empty answers for a block whose bloom admits our contracts, asked again
+BLOOM_RETRY_S = 0.05  # pause before the 2nd and 3rd asks (busy blocks' blooms give false
+# positives often, so this stays short: it sits on the follow latency)
+INITIAL_SPAN_BLOCKS = 64  # the first range is small; it doubles while ranges stay light
+
+
+@dataclass(slots=True)
+class Fetched:
+    """One loaded range: its logs (decoded into events or quarantined) and headers."""
+
+    logs: list[RawLog] = field(default_factory=list)
+    first: int = 0
+    last: int = 0
+    full: bool = False
+    headers: dict[int, BlockHeader] = field(default_factory=dict)
+    events: list[Event] = field(default_factory=list)
+    quarantined: list[Undecodable] = field(default_factory=list)
+
+
+class RangeLoader:
+    """Loads ranges of one chain (see the module docstring); ``nrpc`` counts its requests."""
+
+    def __init__(
+        self,
+        chain: str,
+        rpc: RpcClient,
+        watch: Watchlist,
+        registry: AbiRegistry,
+        batch_blocks: int,
+    ) -> None:
+        self.chain = chain
+        self.rpc = rpc
+        self.watch = watch
+        self.registry = registry
+        self.batch_blocks = batch_blocks
+        self.span = min(batch_blocks, INITIAL_SPAN_BLOCKS)
+        self.nrpc = 0
+        self._prefetch: asyncio.Task[Fetched] | None = None
+
+    async def fetch(self, first: int, last: int, full: bool) -> Fetched:
+        """Logs and headers of ``[first, last]`` (or less: the RPC client may cap it),
+        verified and decoded; ``full`` asks for every header (above the finalized block)."""
+        self.nrpc += 1
+        watched = self.watch.addresses()
+        rng = await self.rpc.get_range(first, last, watched, full_headers=full)
+        fetched = Fetched(
+            logs=list(rng.logs),
+            headers=dict(rng.headers),
+            first=first,
+            last=rng.to_block,
+            full=full,
+        )
+        _check_addresses(fetched.logs, watched)
+        _check_order(fetched.logs)
+        await self._decode_all(fetched, fetched.last)
+        await self._fill_headers(fetched)
+        await self._check_blooms(fetched)
+        return fetched
+
+    # ---- pipelining ---------------------------------------------------------------------
+
+    def start_prefetch(self, first: int, last: int, full: bool) -> None:
+        """Load ``[first, last]`` in the background, unless a load is already running."""
+        if self._prefetch is None:
+            self._prefetch = asyncio.create_task(self.fetch(first, last, full), name="prefetch")
+
+    async def take_prefetch(self, first: int, last: int, full: bool) -> Fetched | None:
+        """The prefetched range if it starts at ``first`` in the same mode and stays within
+        ``last``'s bounds; else None (and it is dropped)."""
+        task, self._prefetch = self._prefetch, None
+        if task is None:
+            return None
+        try:
+            fetched = await task
+        except Exception:  # its error, if any, repeats on the fresh fetch that follows
+            await self.watch.reload()
+            return None
+        if fetched.first == first and fetched.full == full and fetched.last <= last:
+            return fetched
+        await self.watch.reload()
+        return None
+
+    async def drop_prefetch(self) -> None:
+        """Cancel the background load, forgetting the children it may have bound."""
+        task, self._prefetch = self._prefetch, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+            await self.watch.reload()
+
+    def adapt_span(self, fetched: Fetched) -> None:
+        """Size the next range for about TARGET_LOGS_PER_RANGE logs (bounded memory)."""
+        blocks = fetched.last - fetched.first + 1
+        n = len(fetched.logs)
+        if n > TARGET_LOGS_PER_RANGE:
+            self.span = max(1, blocks * TARGET_LOGS_PER_RANGE // n)
+        elif blocks >= self.span:  # a full range, lighter than the target: grow toward it
+            grown = 2 * self.span if n == 0 else blocks * TARGET_LOGS_PER_RANGE // n
+            self.span = min(self.batch_blocks, 2 * self.span, max(self.span, grown))
+
+    # ---- decoding ------------------------------------------------------------------------
+
+    async def _decode_all(self, fetched: Fetched, last: int) -> None:
+        """Decode, discovering factory children; their logs from creation on join the batch."""
+        n_ranged = len(fetched.logs)  # one get_range: ordered and duplicate-free (rpc checks)
+        pending = list(fetched.logs)
+        while pending:
+            new_children: dict[str, int] = {}
+            for lg in pending:
+                out = self.registry.decode(lg)
+                if isinstance(out, Undecodable):
+                    fetched.quarantined.append(out)
+                    continue
+                fetched.events.append(out)
+                child = self.watch.child_of(out)
+                if child is not None and not self.watch.is_child(child[0]):
+                    self.watch.bind_child(child[0], child[1], lg.block_number)
+                    new_children.setdefault(child[0], lg.block_number)
+            pending = []
+            if new_children:
+                found = await self._logs_of(
+                    sorted(new_children), min(new_children.values()), last, fetched
+                )
+                # one request for all new children: keep each one's logs from its own
+                # creation block on (its constructor's logs share that block)
+                pending = [lg for lg in found if lg.block_number >= new_children[lg.address]]
+                fetched.logs.extend(pending)
+        if len(fetched.logs) > n_ranged:  # children's logs were appended: restore chain order
+            if len({(lg.block_number, lg.log_index) for lg in fetched.logs}) < len(fetched.logs):
+                raise InvalidRpcData("the node returned one log position twice")
+            fetched.events.sort(key=lambda e: (e.log.block_number, e.log.log_index))
+            fetched.quarantined.sort(key=lambda q: (q.log.block_number, q.log.log_index))
+
+    async def _logs_of(
+        self, addresses: list[str], first: int, last: int, fetched: Fetched
+    ) -> list[RawLog]:
+        """Logs of new children over [first, last], each sub-range checked against our headers
+        (its last header must equal the one already fetched, so one chain answered both)."""
+        out: list[RawLog] = []
+        start = first
+        while start <= last:
+            self.nrpc += 1
+            rng = await self.rpc.get_range(start, last, addresses, full_headers=False)
+            known = fetched.headers.get(rng.to_block)
+            end = rng.headers.get(rng.to_block)
+            if known is not None and end is not None and known.hash != end.hash:
+                raise InvalidRpcData(f"block {rng.to_block} changed while fetching")
+            if known is None and end is not None:
+                fetched.headers[rng.to_block] = end
+            _check_addresses(rng.logs, addresses)
+            out.extend(rng.logs)
+            start = rng.to_block + 1
+        return out
+
+    # ---- headers and blooms --------------------------------------------------------------
+
+    async def _fill_headers(self, fetched: Fetched) -> None:
+        """Headers of the blocks that carry logs; every log must match its block's hash."""
+        need = sorted({lg.block_number for lg in fetched.logs} - fetched.headers.keys())
+        if need:
+            self.nrpc += 1
+            fetched.headers.update(await self.rpc.headers(need))
+        for lg in fetched.logs:
+            header = fetched.headers.get(lg.block_number)
+            if header is None:
+                raise LaggingNode(f"no header for block {lg.block_number}")
+            if header.hash != lg.block_hash:
+                metrics.INVALID_RPC_DATA.labels(self.chain).inc()
+                raise InvalidRpcData(f"log block hash differs from header at {lg.block_number}")
+
+    async def _check_blooms(self, fetched: Fetched) -> None:
+        """Above the finalized block, where a load-balanced node may lag: a block whose bloom
+        admits a watched contract of which the node returned no log may be a lagging backend's
+        empty answer. Those blocks' logs are asked for again (at once, then after short
+        pauses, BLOOM_RETRIES times); logs that show up mean the range was incomplete
+        (LaggingNode: fetch it all again). Blooms have false positives (an address can also be
+        a topic), so an answer that stays empty is accepted. Final blocks are not checked: no
+        backend lags that far."""
+        if not fetched.full:
+            return
+        present: dict[int, set[str]] = {}
+        for lg in fetched.logs:
+            present.setdefault(lg.block_number, set()).add(lg.address)
+        watched = self.watch.addresses()
+        since = self.watch.since  # a child is watched from its creation on, not before
+
+        def absent(number: int) -> list[str]:
+            seen = present.get(number, ())
+            return [a for a in watched if a not in seen and since.get(a, -1) <= number]
+
+        doubtful = sorted(
+            number
+            for number, header in fetched.headers.items()
+            if header.logs_bloom is not None and header.may_have_logs_of(absent(number))
+        )
+        for attempt in range(BLOOM_RETRIES if doubtful else 0):
+            await asyncio.sleep(BLOOM_RETRY_S * attempt)  # at once, then a short pause
+            self.nrpc += 1
+            found = await self.rpc.get_logs(doubtful[0], doubtful[-1], watched)
+            for lg in found:
+                if lg.block_number in doubtful and lg.address in absent(lg.block_number):
+                    raise LaggingNode(
+                        f"block {lg.block_number}: logs missing from the first answer"
+                    )
+        if doubtful:
+            log.info("bloom_false_positive_accepted", blocks=doubtful)
+
+
+def _check_addresses(logs: Sequence[RawLog], watched: Sequence[str]) -> None:
+    allowed = set(watched)
+    for lg in logs:
+        if lg.address not in allowed:
+            raise InvalidRpcData(f"log from unrequested address at block {lg.block_number}")
+
+
+def _check_order(logs: Sequence[RawLog]) -> None:
+    """One range's logs must be strictly ordered by (block, log index): no duplicate, no
+    reordering (one pass over ints; the RPC client checks this too, the loader does not
+    rely on it)."""
+    prev_block, prev_index = -1, -1
+    for lg in logs:
+        block, index = lg.block_number, lg.log_index
+        if block < prev_block or (block == prev_block and index <= prev_index):
+            raise InvalidRpcData(f"log ({block}, {index}) duplicated or out of order")
+        prev_block, prev_index = block, index
