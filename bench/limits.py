@@ -24,7 +24,7 @@ import aiohttp
 import asyncpg
 import orjson
 
-from indexer import daemon
+from indexer import runtime
 from indexer.config import load
 from indexer.decode import Event, Undecodable
 from indexer.rpcdata import parse_header, parse_log
@@ -69,7 +69,7 @@ async def db_limit(
 ) -> dict[str, Any]:
     settings = load(Path(config))
     chain = settings.chains[0]
-    _spec, registry = daemon.follower_spec(chain)
+    _spec, registry = runtime.follower_spec(chain)
     addresses = sorted({c.address for c in chain.contracts if c.address is not None})
     con = await asyncpg.connect(dsn)
     copy_s = 0.0

@@ -18,7 +18,7 @@ import asyncpg
 import structlog
 import typer
 
-from indexer import daemon, db
+from indexer import db, runtime
 from indexer.checkpoint import CheckpointStore
 from indexer.config import ChainSettings, Settings
 from indexer.driver import run_follower
@@ -47,11 +47,11 @@ async def backfill(
     settings: Settings, chain: ChainSettings, first: int, last: int, *, tty: bool = False
 ) -> int:
     """Index ``[first, last]``; returns an exit code (1 when the chain is halted)."""
-    async with _pool(settings, daemon.SINK_APP_NAME) as pool:
+    async with _pool(settings, runtime.SINK_APP_NAME) as pool:
         store = CheckpointStore(pool, chain.chain_id)
-        spec, _ = daemon.follower_spec(chain)
+        spec, _ = runtime.follower_spec(chain)
         before = await store.ensure(max(first, spec.start_block))
-        async with daemon.open_chain(chain, pool, until_block=last) as rt:
+        async with runtime.open_chain(chain, pool, until_block=last) as rt:
             if before.number >= first:
                 await _repair_missing(pool, rt, first, min(last, before.number))
             if before.number < last:
@@ -64,7 +64,7 @@ async def backfill(
 
 
 async def _repair_missing(
-    pool: asyncpg.Pool, rt: daemon.ChainRuntime, first: int, last: int
+    pool: asyncpg.Pool, rt: runtime.ChainRuntime, first: int, last: int
 ) -> None:
     diff = await _verify(pool, rt, first, last)
     if diff.clean:
@@ -74,13 +74,13 @@ async def _repair_missing(
 
 
 async def _follow_until(
-    rt: daemon.ChainRuntime, settings: Settings, store: CheckpointStore, last: int, *, tty: bool
+    rt: runtime.ChainRuntime, settings: Settings, store: CheckpointStore, last: int, *, tty: bool
 ) -> Step:
-    lock = daemon.WriterLock(settings.database_url.reveal(), rt.settings.chain_id)
+    lock = runtime.WriterLock(settings.database_url.reveal(), rt.settings.chain_id)
     stop = asyncio.Event()  # SIGTERM/SIGINT: the open batch commits or rolls back, then exit 0
     step = Step.DONE  # also when the shutdown grace expired: the open batch rolled back
     try:
-        with daemon.on_stop(daemon.Shutdown(stop, settings.service.shutdown_grace_s)):
+        with runtime.on_stop(runtime.Shutdown(stop, settings.service.shutdown_grace_s)):
             step = await _lead_or_wait(rt, lock, store, last, stop, tty=tty)
     finally:
         await lock.release()
@@ -88,8 +88,8 @@ async def _follow_until(
 
 
 async def _lead_or_wait(
-    rt: daemon.ChainRuntime,
-    lock: daemon.WriterLock,
+    rt: runtime.ChainRuntime,
+    lock: runtime.WriterLock,
     store: CheckpointStore,
     last: int,
     stop: asyncio.Event,
@@ -114,7 +114,7 @@ async def _lead_or_wait(
 
 
 async def _backfill_locked(
-    rt: daemon.ChainRuntime, store: CheckpointStore, last: int, stop: asyncio.Event, *, tty: bool
+    rt: runtime.ChainRuntime, store: CheckpointStore, last: int, stop: asyncio.Event, *, tty: bool
 ) -> Step:
     progress = asyncio.create_task(_progress(store, last, stop)) if tty else None
     try:
@@ -145,7 +145,7 @@ async def _progress(store: CheckpointStore, last: int, stop: asyncio.Event) -> N
                 await asyncio.wait_for(stop.wait(), 0.5)
 
 
-async def _verify(pool: asyncpg.Pool, rt: daemon.ChainRuntime, first: int, last: int) -> Diff:
+async def _verify(pool: asyncpg.Pool, rt: runtime.ChainRuntime, first: int, last: int) -> Diff:
     f = rt.follower
     await f.load_children()
     return await verify_range(
@@ -165,7 +165,7 @@ async def verify(
 ) -> Diff:
     """Differences between the database and the node over ``[first, last]``; with ``repair``
     they are also fixed (see ``indexer.verify.repair_range``)."""
-    async with _pool(settings) as pool, daemon.open_chain(chain, pool) as rt:
+    async with _pool(settings) as pool, runtime.open_chain(chain, pool) as rt:
         if not repair:
             return await _verify(pool, rt, first, last)
         f = rt.follower
@@ -187,7 +187,7 @@ async def verify(
 
 async def rewind(settings: Settings, chain: ChainSettings, to: int) -> None:
     """Roll back to ``to`` (kept) and clear a halt."""
-    async with _pool(settings) as pool, daemon.open_chain(chain, pool) as rt:
+    async with _pool(settings) as pool, runtime.open_chain(chain, pool) as rt:
         store = CheckpointStore(pool, chain.chain_id)
         cp = await store.load()
         if to > cp.number:
@@ -245,7 +245,7 @@ async def status(settings: Settings) -> dict[str, Any]:
 
 
 async def _head(chain: ChainSettings) -> int | None:
-    rpc = daemon.make_rpc(chain)
+    rpc = runtime.make_rpc(chain)
     try:
         return await asyncio.wait_for(rpc.block_number(), 15)
     except Exception:  # status shows "unreachable" rather than failing
@@ -303,8 +303,8 @@ async def push(settings: Settings, chains: list[ChainSettings], *, once: bool) -
     async with _pool(settings, "indexer-pusher") as pool, contextlib.AsyncExitStack() as stack:
         pushers = []
         for chain in chains:
-            rt = await stack.enter_async_context(daemon.open_chain(chain, pool))
-            pusher = daemon.make_pusher(settings.signer, rt, pool)
+            rt = await stack.enter_async_context(runtime.open_chain(chain, pool))
+            pusher = runtime.make_pusher(settings.signer, rt, pool)
             await pusher.check_roles()
             pushers.append(pusher)
         if once:
@@ -320,7 +320,7 @@ async def push(settings: Settings, chains: list[ChainSettings], *, once: bool) -
                 )
             return
         stop = asyncio.Event()
-        with daemon.on_stop(daemon.Shutdown(stop, settings.service.shutdown_grace_s)):
+        with runtime.on_stop(runtime.Shutdown(stop, settings.service.shutdown_grace_s)):
             async with asyncio.TaskGroup() as tg:
                 for p in pushers:
                     tg.create_task(p.run(stop))
@@ -336,7 +336,7 @@ async def reconcile(
     reports = []
     async with _pool(settings, "indexer-reconcile") as pool:
         for chain in chains:
-            async with daemon.open_chain(chain, pool) as rt:
+            async with runtime.open_chain(chain, pool) as rt:
                 reconciler = Reconciler(pool, chain, rt.rpc, rt.follower)
                 try:
                     reports.append(await reconciler.run_once(fix=fix))

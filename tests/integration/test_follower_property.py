@@ -4,7 +4,7 @@ spirit of Chainlink's ``SynchronizedWithGeth``.
 A random sequence of chain operations (mine, reorg within the repairable window, rollback,
 a lagging node, stale replay of an earlier range, duplicated logs, a commit whose reply is
 lost and that is delivered a second time, a restart of the follower) runs against a follower
-built like ``indexer/daemon.py`` builds it. After every operation ``step()`` is driven until it
+built like ``indexer/runtime.py`` builds it. After every operation ``step()`` is driven until it
 returns NOTHING_NEW (or WAITING when the node is behind the checkpoint), and the stored chain
 must equal the scripted canonical chain: checkpoint, headers, event rows (``reward_added``
 and ``quarantine``), nothing above the checkpoint, and ``reward_balances`` = the fold of the
@@ -271,7 +271,7 @@ class World:
         return world
 
     def restart(self) -> None:
-        """A follower built like daemon.open_chain builds it (a new registry too)."""
+        """A follower built like runtime.open_chain builds it (a new registry too)."""
         p = self.params
         registry = AbiRegistry()
         registry.add_abi(ABI_NAME, ABI)
