@@ -117,6 +117,7 @@ from indexer._toml import (
     read_toml,
 )
 from indexer.errors import ConfigError
+from indexer.log import MASK
 from indexer.watchlist import ContractSpec, read_contracts
 
 ENV_DATABASE_URL = "DATABASE_URL"
@@ -136,7 +137,6 @@ DEADLINE_S = 3600
 PUSH_INTERVAL_S = 5.0
 REPLACE_AFTER_S = 60.0
 
-MASK = "****"
 MULTICALL3 = "0xca11bde05977b3631167028862be2a173976ca11"  # same address on most chains
 FINALITY_MODES = ("tag", "depth")
 

@@ -4,27 +4,13 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from indexer.config import MASK, ChainSettings, Settings
-
-
-def mask_url(url: str) -> str:
-    """The URL with its password (user info or ``password=`` parameter) replaced by ****."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return MASK
-    netloc, slash, tail = rest.partition("/")
-    userinfo, _, hosts = netloc.rpartition("@")
-    user, colon, _password = userinfo.partition(":")
-    if colon:
-        netloc = f"{user}:{MASK}@{hosts}"
-    tail = re.sub(r"(?i)(password=)[^&]*", rf"\g<1>{MASK}", tail)
-    return f"{scheme}://{netloc}{slash}{tail}"
+from indexer.config import ChainSettings, Settings
+from indexer.log import MASK, mask_url
 
 
 def _mask_rpc(url: str) -> str:

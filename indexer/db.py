@@ -16,6 +16,7 @@ import asyncpg
 import asyncpg.pool
 
 from indexer.errors import DatabaseUnavailable, SchemaVersionError
+from indexer.log import mask_url
 
 SCHEMA_VERSION = 2  # 2: meta.nonce_salt, batch count/total/evidence/lease, amount < 2^256
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schema.sql"
@@ -72,11 +73,6 @@ CLIENT_DATA_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-def redact_dsn(dsn: str) -> str:
-    """The DSN with its password replaced, for messages."""
-    return re.sub(r"(//[^:/@]+):[^@]*@", r"\1:****@", dsn)
-
-
 async def create_pool(dsn: str, *, app: str = "indexer", size: int = 4) -> asyncpg.Pool:
     """A pool whose sessions carry a statement timeout and an application name."""
     try:
@@ -93,9 +89,9 @@ async def create_pool(dsn: str, *, app: str = "indexer", size: int = 4) -> async
             },
         )
     except CONNECTION_ERRORS as exc:
-        raise DatabaseUnavailable(f"cannot connect to {redact_dsn(dsn)}: {_short(exc)}") from exc
+        raise DatabaseUnavailable(f"cannot connect to {mask_url(dsn)}: {_short(exc)}") from exc
     except asyncpg.exceptions.InvalidCatalogNameError as exc:
-        raise DatabaseUnavailable(f"database does not exist: {redact_dsn(dsn)}") from exc
+        raise DatabaseUnavailable(f"database does not exist: {mask_url(dsn)}") from exc
     assert pool is not None
     return pool
 
@@ -117,7 +113,7 @@ async def migrate(dsn: str) -> int:
     try:
         con = await asyncpg.connect(dsn, timeout=CONNECT_TIMEOUT_S)
     except CONNECTION_ERRORS as exc:
-        raise DatabaseUnavailable(f"cannot connect to {redact_dsn(dsn)}: {_short(exc)}") from exc
+        raise DatabaseUnavailable(f"cannot connect to {mask_url(dsn)}: {_short(exc)}") from exc
     try:
         await con.execute("SELECT pg_advisory_lock($1)", MIGRATE_LOCK_KEY)
         try:

@@ -19,6 +19,7 @@ from indexer import metrics
 from indexer.db import CLIENT_DATA_ERRORS, CONNECTION_ERRORS
 from indexer.errors import InvalidRpcData, NotLeader, RangeLimitError, Retryable
 from indexer.follower import ChainFollower, Step
+from indexer.jsonrpc import backoff_delay
 
 log = structlog.get_logger()
 
@@ -27,8 +28,8 @@ BACKOFF_MAX_S = 30.0
 
 
 def backoff_s(attempt: int, rng: random.Random) -> float:
-    """Capped exponential backoff with full jitter."""
-    return rng.uniform(0, min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2**attempt))
+    """Capped exponential backoff with full jitter (the RPC client's own rule)."""
+    return backoff_delay(attempt, base_s=BACKOFF_BASE_S, max_s=BACKOFF_MAX_S, rng=rng)
 
 
 PERSISTENT_FAULT_LIMIT = 4  # failures of the kinds below, with no success between: halt

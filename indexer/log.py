@@ -8,6 +8,7 @@ slips into an exception message still never reaches a log line.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import MutableMapping
 from typing import Any
@@ -33,6 +34,20 @@ def redact(text: str) -> str:
         if secret in text:
             text = text.replace(secret, MASK)
     return text
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password (user info or ``password=`` parameter) replaced by ****."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return MASK
+    netloc, slash, tail = rest.partition("/")
+    userinfo, _, hosts = netloc.rpartition("@")
+    user, colon, _password = userinfo.partition(":")
+    if colon:
+        netloc = f"{user}:{MASK}@{hosts}"
+    tail = re.sub(r"(?i)(password=)[^&]*", rf"\g<1>{MASK}", tail)
+    return f"{scheme}://{netloc}{slash}{tail}"
 
 
 def _mask(value: Any) -> Any:

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -740,11 +740,3 @@ def _decode(types: Sequence[str], data: bytes) -> tuple[Any, ...]:
     from eth_abi.abi import decode as abi_decode  # noqa: PLC0415 (see above)
 
     return abi_decode(types, data)
-
-
-def kinds_of(findings: Iterable[Finding]) -> dict[str, int]:
-    """Findings counted per kind."""
-    out: dict[str, int] = defaultdict(int)
-    for f in findings:
-        out[f.kind] += 1
-    return dict(out)

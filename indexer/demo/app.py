@@ -187,7 +187,7 @@ def _database(opts: Options, out: TextIO) -> tuple[str, PgCluster | None]:
     """``DATABASE_URL`` when set, else a cluster of our own under ``.rewardsync/pg``."""
     url = os.environ.get(config_mod.ENV_DATABASE_URL)
     if url:
-        _say(out, opts, "postgres", url=db.redact_dsn(url), embedded=False)
+        _say(out, opts, "postgres", url=log_mod.mask_url(url), embedded=False)
         return url, None
     home = pg_home_for(opts.home / "pg")
     pg = PgCluster.start(home)

@@ -49,19 +49,9 @@ WHERE chain_id = $1 AND number <= $2 ORDER BY number DESC LIMIT $3;
 -- The stored hash at one height (NULL when that height is not stored).
 SELECT hash FROM blocks WHERE chain_id = $1 AND number = $2;
 
--- name: blocks_in_range
--- Stored headers of a range, ascending.
-SELECT number, hash, parent_hash, timestamp FROM blocks
-WHERE chain_id = $1 AND number BETWEEN $2 AND $3 ORDER BY number;
-
 -- name: delete_blocks_above
 -- Rollback: forget headers above the common ancestor.
 DELETE FROM blocks WHERE chain_id = $1 AND number > $2;
-
--- name: prune_blocks
--- Drop headers below the finalized window that carry no events and end no range.
-DELETE FROM blocks b WHERE b.chain_id = $1 AND b.number < $2
-  AND NOT EXISTS (SELECT 1 FROM checkpoints c WHERE c.chain_id = $1 AND c.block_number = b.number);
 
 -- name: insert_reorg
 -- Record a rollback (automatic reorg or manual rewind).
