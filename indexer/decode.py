@@ -178,7 +178,7 @@ def _canonical_type(entry: Mapping[str, Any]) -> str:
     return typ
 
 
-def _kind(typ: str) -> str:
+def _kind(typ: str) -> str:  # noqa: PLR0911 (one return per ABI kind: a table)
     if typ == "address":
         return "address"
     if typ == "bool":
@@ -204,7 +204,7 @@ _DIMS = re.compile(r"((\[[0-9]*\])*)\Z")
 _IDENT = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*\Z")
 
 
-def _type_problem(entry: Any, depth: int = 0) -> str | None:
+def _type_problem(entry: Any, depth: int = 0) -> str | None:  # noqa: PLR0911 (a reason each)
     """Why an ABI parameter's type cannot be decoded (None: it can): the elementary types
     of the ABI spec in canonical form (``uint256``, never ``uint``), arrays, tuples."""
     if not isinstance(entry, dict) or not isinstance(entry.get("type"), str):

@@ -68,7 +68,7 @@ async def run_follower(
         await follower.close()
 
 
-async def _drive(
+async def _drive(  # noqa: PLR0912 (the loop: one branch per outcome of a step)
     follower: ChainFollower,
     poll_interval_s: float,
     exit_when_caught_up: bool,

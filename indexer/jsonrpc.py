@@ -175,7 +175,9 @@ def _suggested_span(message: str) -> int | None:
     return None
 
 
-def error_from(error: Any, method: str, params: Sequence[Any] = ()) -> RpcError | Transient:
+def error_from(  # noqa: PLR0911 (one exception per kind of JSON-RPC error)
+    error: Any, method: str, params: Sequence[Any] = ()
+) -> RpcError | Transient:
     """The exception for one JSON-RPC error object (not raised: the caller picks one)."""
     if not isinstance(error, dict):
         return Transient("bad_response", "malformed JSON-RPC error")
@@ -216,7 +218,9 @@ def _pick(errors: list[RpcError | Transient]) -> RpcError | Transient:
     return ranked[0]
 
 
-def parse_response(data: Any, calls: Sequence[tuple[str, list[Any]]], *, single: bool) -> list[Any]:
+def parse_response(  # noqa: PLR0912 (each malformed shape of an answer is refused apart)
+    data: Any, calls: Sequence[tuple[str, list[Any]]], *, single: bool
+) -> list[Any]:
     """Results of ``calls`` in call order from a decoded response, matched by id.
 
     Raises a retryable ``RpcUnavailable`` for a malformed or incomplete answer and the error

@@ -633,7 +633,7 @@ class Reconciler:
             return {}
         return await Judge(self.pool, self.rpc, self.chain).settle(ids)
 
-    async def _apply(
+    async def _apply(  # noqa: PLR0911 (one return per kind of fix)
         self, con: Conn, f: Finding, header: BlockHeader, judged: dict[int, Verdict]
     ) -> str | None:
         op, *args = f.fix or ("none",)
