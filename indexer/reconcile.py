@@ -47,14 +47,24 @@ from eth_hash.auto import keccak
 
 from indexer import metrics
 from indexer.config import ChainSettings
-from indexer.crosscheck import CrossChecker, parse_subject, refetch
-from indexer.db import Conn, Q
+from indexer.crosscheck import CrossChecker, parse_subject
+from indexer.db import Q
+from indexer.fixes import (
+    Acknowledge,
+    FailBatch,
+    Finding,
+    Fixer,
+    FollowBatch,
+    RecomputeBalance,
+    RecordPush,
+    RefetchEvents,
+    RefetchRange,
+    SettleBatch,
+    UnsettleBatch,
+)
 from indexer.follower import ChainFollower
 from indexer.rpc import RpcClient
-from indexer.settlement import Judge, Verdict
-from indexer.sink import rebuild_balances
 from indexer.types import BlockHeader
-from indexer.verify import expected_rows, insert_rows, stored_rows, table_columns
 
 log = structlog.get_logger()
 
@@ -77,17 +87,6 @@ _REWARDS_PUSHED: Final = (
     "0x" + keccak(b"RewardsPushed(bytes32,address,bytes32,uint256,uint256)").hex()
 )
 _CONFIRMED: Final = ("confirmed", "reconciled")
-
-
-@dataclass(frozen=True, slots=True)
-class Finding:
-    """One disagreement; ``fix`` says what ``--fix`` would do about it (internal)."""
-
-    kind: str
-    subject: str
-    expected: str  # what the chain says
-    actual: str  # what the database says
-    fix: tuple[Any, ...] = ()
 
 
 @dataclass(slots=True)
@@ -155,6 +154,9 @@ class Reconciler:
         self.follower = follower
         self.lock_key = (LOCK_NAMESPACE << 48) | (chain.chain_id & 0xFFFF_FFFF_FFFF)
         self.crosscheck = CrossChecker(chain)
+        self.fixer = Fixer(
+            pool, chain, rpc, follower, lock_key=self.lock_key, start_block=self._start_block()
+        )
         self.pushpull = _contracts_with(chain, "getPendingAmount")
         self.chamas = _contracts_with(chain, "getTotalContributed")
 
@@ -178,9 +180,9 @@ class Reconciler:
             report.opened, first_pass = await self._record(report.found, header.number, {})
             closed = len(first_pass)
             report.remaining = report.found
-            refetched = await self._refetch(ranges)
+            refetched = await self.fixer.refetch_ranges(ranges)
             if fix and report.found:
-                actions = await self._fix(report.found, header)
+                actions = await self.fixer.fix(report.found, header)
                 actions.update(refetched)
                 report.remaining = await self.detect(header, {})
                 report.remaining += await self._cross_check(header, {}, only=ranges)
@@ -255,7 +257,7 @@ class Reconciler:
                 f"reward:{self.chain.chain_id}:{r['external_key']}",
                 f"batch {r['batch_id']} is {r['batch_status'] or 'absent'}: not confirmed",
                 "reward confirmed",
-                ("reward_follow_batch", r["id"]),
+                FollowBatch(r["id"]),
             )
             for r in astray
         ]
@@ -296,7 +298,7 @@ class Reconciler:
                     "pending:" + ":".join(key),
                     str(chain_value),
                     f"reward_balances {stored}, events {events}",
-                    ("balance", *key, drift, chain_value != events),
+                    RecomputeBalance(*key, events_wrong=chain_value != events),
                 )
             )
         for (contract, token), chain_value in zip(tokens, values[len(rows) :], strict=True):
@@ -307,7 +309,7 @@ class Reconciler:
                         f"total_pending:{contract}:{token}",
                         str(chain_value),
                         f"events {totals[(contract, token)]}",
-                        ("refetch", contract),
+                        RefetchEvents(contract),
                     )
                 )
         checked["balances"] = len(rows)
@@ -333,7 +335,7 @@ class Reconciler:
                 f"contribution:{r['contract']}:{int(r['chama_id'])}:{r['member']}",
                 str(value),
                 f"contributions {int(r['total'])}",
-                ("refetch", r["contract"]),
+                RefetchEvents(r["contract"]),
             )
             for r, value in zip(rows, values, strict=True)
             if value != int(r["total"])
@@ -351,7 +353,7 @@ class Reconciler:
         for r in rows:
             subject = f"batch:{self.chain.chain_id}:{r['bank']}:{r['nonce']}"
             status, event_block = r["status"], r["event_block"]
-            settle = ("settle", r["id"], event_block, r["event_tx"])
+            settle = SettleBatch(r["id"], event_block, r["event_tx"])
             if status in _CONFIRMED:
                 if event_block is None:
                     if r["block_number"] is None or r["block_number"] <= b:
@@ -391,7 +393,7 @@ class Reconciler:
                         f"deadline {r['deadline']} passed at a final block (time {final_time}) "
                         "without RewardsPushed: failed",
                         status,
-                        ("fail", r["id"]),
+                        FailBatch(r["id"]),
                     )
                 )
         checked["batches"] = len(rows)
@@ -408,14 +410,14 @@ class Reconciler:
                 subject,
                 f"RewardsPushed at block {block} on chain",
                 "event not in the indexed tables",
-                ("refetch", r["bank"]),
+                RefetchEvents(r["bank"]),
             )
         return Finding(
             "missing_on_chain",
             subject,
             f"no RewardsPushed at or below block {b}",
             f"{r['status']} at block {r['block_number']}",
-            ("unsettle", r["id"], r["deadline"]),
+            UnsettleBatch(r["id"], r["deadline"]),
         )
 
     def _check_pushes(
@@ -432,7 +434,7 @@ class Reconciler:
                 f"RewardsPushed at block {e['block_number']}: {int(e['count'])} reward(s), "
                 f"total {int(e['total_amount'])}",
                 "no reward_batches row",
-                ("record", dict(e)),
+                RecordPush(dict(e)),
             )
             for e in pushes
         ]
@@ -446,7 +448,7 @@ class Reconciler:
                         f"{int(d['n'])} RewardAdded by {d['emitter']} at block "
                         f"{d['block_number']}, total {int(d['total'])}",
                         "no batch accounts for them",
-                        ("acknowledge", d["emitter"]),
+                        Acknowledge(d["emitter"]),
                     )
                 )
         checked["pushes_unrecorded"] = len(pushes)
@@ -480,25 +482,9 @@ class Reconciler:
         )
         checked["ranges_cross_checked"] = len(wanted)
         return [
-            Finding("range_incomplete", d.subject, *d.describe(), ("refetch", d.first, d.last))
+            Finding("range_incomplete", d.subject, *d.describe(), RefetchRange(d.first, d.last))
             for d in diffs
         ]
-
-    async def _refetch(self, findings: Sequence[Finding]) -> dict[str, str]:
-        """Fetch each disagreeing range again through the chain's client and repair it."""
-        actions: dict[str, str] = {}
-        for f in findings:
-            _, first, last = f.fix
-            changed = await refetch(
-                self.pool,
-                self.rpc,
-                self.chain,
-                self.follower.registry,
-                (first, last),
-                addresses=self.follower.watched(),
-            )
-            actions[f.subject] = "fixed: range fetched again" if changed else "refetched"
-        return actions
 
     def _start_block(self) -> int:
         return min((c.start_block for c in self.chain.contracts), default=0)
@@ -584,136 +570,6 @@ class Reconciler:
             }
         for kind in sorted(set(KINDS) | set(counts)):
             metrics.DISCREPANCIES_OPEN.labels(name, kind).set(counts.get(kind, 0))
-
-    # ---- fixing -------------------------------------------------------------------------
-
-    async def _fix(self, findings: Sequence[Finding], header: BlockHeader) -> dict[str, str]:
-        """Make the database agree with the chain at B; returns subject -> action taken.
-
-        Events missing from the tables are fetched first (RPC outside any transaction), then
-        every change is made in ONE transaction holding the checkpoint row, so the follower's
-        commits and rollbacks wait for it rather than interleave."""
-        refetch: dict[str, list[str]] = defaultdict(list)
-        for f in findings:
-            if f.fix and (f.fix[0] == "refetch" or (f.fix[0] == "balance" and f.fix[5])):
-                refetch[f.fix[1]].append(f.subject)
-        missing = {a: await self._missing_rows(a, header.number) for a in sorted(refetch)}
-        judged = await self._judge(findings, header)
-        actions: dict[str, str] = {}
-        async with self.pool.acquire() as con, con.transaction():
-            await con.execute(Q["rc_lock"], self.lock_key)
-            await con.fetchrow(Q["lock_checkpoint"], self.chain.chain_id)
-            columns = table_columns(self.follower.registry)
-            for address, rows in missing.items():  # rows that differ stay for verify
-                n = await insert_rows(con, self.chain.chain_id, rows, columns)
-                if n:
-                    log.warning("reconcile_refetched", chain=self.chain.name, inserted=n)
-                for s in refetch[address]:
-                    actions[s] = f"fixed: {n} missing event(s) of {address} refetched"
-            for f in findings:
-                action = await self._apply(con, f, header, judged)
-                if action is not None:
-                    actions[f.subject] = action
-        log.info("reconcile_fixed", chain=self.chain.name, actions=len(actions))
-        return actions
-
-    async def _judge(self, findings: Sequence[Finding], header: BlockHeader) -> dict[int, Verdict]:
-        """Batches a fix would fail (or unsettle past their deadline) go to the chain judge:
-        only the bank's ``isNonceUsed`` at a final block may fail a batch (P4)."""
-        ids = [
-            int(f.fix[1])
-            for f in findings
-            if f.fix
-            and (
-                f.fix[0] == "fail"
-                or (f.fix[0] == "unsettle" and f.fix[2] is not None and f.fix[2] < header.timestamp)
-            )
-        ]
-        if not ids:
-            return {}
-        return await Judge(self.pool, self.rpc, self.chain).settle(ids)
-
-    async def _apply(  # noqa: PLR0911 (one return per kind of fix)
-        self, con: Conn, f: Finding, header: BlockHeader, judged: dict[int, Verdict]
-    ) -> str | None:
-        op, *args = f.fix or ("none",)
-        chain_id = self.chain.chain_id
-        if op == "balance":
-            contract, token, wallet, _drift, events_wrong = args
-            await rebuild_balances(con, chain_id, [(contract, token, wallet)])
-            return "fixed: reward_balances recomputed from events" + (
-                " after refetching the missing events" if events_wrong else ""
-            )
-        if op == "settle":
-            batch_id, block, tx = args
-            await con.execute(Q["rc_settle_batch"], batch_id, block, tx)
-            await con.execute(Q["rc_confirm_batch_rewards"], batch_id, block)
-            return f"fixed: batch reconciled, RewardsPushed at block {block}"
-        if op == "unsettle":
-            batch_id, deadline = args
-            if deadline is not None and deadline < header.timestamp:
-                return _judged(judged.get(batch_id))
-            await con.execute(Q["rc_unsettle_batch"], batch_id, header.number)
-            await con.execute(Q["rc_unconfirm_batch_rewards"], batch_id)
-            return "fixed: no RewardsPushed on chain: batch pending, rewards pushed"
-        if op == "fail":
-            return _judged(judged.get(args[0]))
-        if op == "record":
-            (e,) = args
-            await con.execute(
-                Q["rc_record_push"],
-                chain_id,
-                e["contract"],
-                e["campaign_id"],
-                e["token"],
-                e["nonce"],
-                e["tx_hash"],
-                e["block_number"],
-                int(e["count"]),
-                e["total_amount"],
-            )
-            return (
-                f"fixed: batch recorded as reconciled (RewardsPushed at block {e['block_number']})"
-            )
-        if op == "reward_follow_batch":
-            await con.execute(Q["rc_reward_follow_batch"], args[0])
-            return "fixed: reward status follows its batch"
-        if op == "acknowledge":
-            resolution = f"acknowledged: credited directly by pusher {args[0]}, no batch to record"
-            for row in await con.fetch(Q["rc_open"], chain_id):
-                if (row["kind"], row["subject"]) == (f.kind, f.subject):
-                    await con.execute(Q["rc_resolve"], row["id"], resolution)
-            return resolution
-        return None
-
-    async def _missing_rows(self, address: str, last: int) -> list[tuple[str, tuple[Any, ...]]]:
-        """Canonical rows of ``address``'s events at or below ``last`` that no table holds at
-        their chain position (refetched from the node; ``last`` is final, so they stay)."""
-        first = self._start_block()
-        f = self.follower
-        await f.load_children()
-        columns = table_columns(f.registry)
-        expected, _ = await expected_rows(
-            rpc=self.rpc,
-            registry=f.registry,
-            chain_id=self.chain.chain_id,
-            first=first,
-            last=last,
-            addresses=[address],
-        )
-        stored = await stored_rows(self.pool, self.chain.chain_id, first, last, columns)
-        return [
-            (table, row)
-            for key, (table, row) in sorted(expected.items())
-            if key not in stored and table in columns
-        ]
-
-
-def _judged(verdict: Verdict | None) -> str | None:
-    """The resolution of a fix the chain judge decided (None: it waits, the row stays open)."""
-    if verdict is None or verdict.verdict in ("waiting", "no_log"):
-        return None
-    return f"fixed by the chain judge: {verdict.verdict} ({verdict.detail})"
 
 
 def _hex_bytes(value: Any) -> bytes:

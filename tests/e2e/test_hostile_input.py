@@ -521,6 +521,9 @@ def test_a_lagging_endpoint_final_range_is_caught_by_the_second_endpoint_and_ref
     assert row["resolution"] is None
     assert "endpoint #1" in row["expected"]
     assert not [k for k in checks.stored_keys(db_dsn) if k[0] == hidden]  # #0 still lies
+    fixing = indexer(cfg, "reconcile", "--fix")  # a range finding goes through --fix too
+    assert fixing.code == 3, fixing.stderr[-2000:]
+    assert not [k for k in checks.stored_keys(db_dsn) if k[0] == hidden]
 
     fake.fake.corrupt = None
     second = indexer(cfg, "reconcile")
