@@ -59,6 +59,14 @@ class _Ctx:
 _CTX = _Ctx()
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version  # noqa: PLC0415 (only for --version)
+
+        typer.echo(f"rewardsync {version('rewardsync')}")
+        raise typer.Exit(EXIT_OK)
+
+
 @app.callback()
 def main(
     config: Annotated[
@@ -69,6 +77,10 @@ def main(
         str | None, typer.Option("--log-format", help="json or console (default: by TTY).")
     ] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning.")] = "info",
+    version: Annotated[
+        bool,
+        typer.Option("--version", is_eager=True, callback=_print_version, help="Show the version."),
+    ] = False,
 ) -> None:
     """Global options."""
     if log_format not in (None, "json", "console"):

@@ -22,8 +22,9 @@ for secrets; an unset variable is a problem)::
     ready_max_lag_blocks  100       /readyz fails while a chain's lag (head - checkpoint,
                                     so including `confirmations`) exceeds this (≥ 0)
     shutdown_grace        10        seconds SIGTERM waits for tasks to finish (> 0)
-    abi_dir               <repo>/abis  folder of <ContractName>.json ABI files, relative to
-                                    the config file; load(abi_dir=…) overrides it
+    abi_dir               bundled   folder of <ContractName>.json ABI files, relative to
+                                    the config file; default: the ABIs the package ships
+                                    (abis/ of the repository); load(abi_dir=…) overrides it
 
     [[chains]]                      one table per chain; zero chains is valid (migrate)
     name                  required  unique; used by `--chain` and the env name below
@@ -94,6 +95,7 @@ Helpers: ``indexer/_toml.py`` reads typed TOML values, ``indexer/watchlist.py`` 
 from __future__ import annotations
 
 import hmac
+import importlib.resources
 import json
 import os
 import re
@@ -125,7 +127,9 @@ ENV_RPC_URL_PREFIX = "INDEXER_RPC_URL_"
 ENV_SIGNER_KEY = "INDEXER_SIGNER_KEY"
 ENV_SENDER_KEY = "INDEXER_SENDER_KEY"
 
-DEFAULT_ABI_DIR = Path(__file__).resolve().parent.parent / "abis"
+# The ABIs ship inside the package (abis/ at the top of the repository links here), so an
+# installed wheel finds them wherever it lives.
+DEFAULT_ABI_DIR = Path(str(importlib.resources.files("indexer"))) / "abis"
 DEFAULT_METRICS_LISTEN = ("127.0.0.1", 9108)
 RECONCILE_INTERVAL_S = 600.0
 READY_MAX_LAG_BLOCKS = 100
@@ -550,7 +554,7 @@ def load(
     """Read, override and validate the configuration.
 
     ``path`` None means no file (environment only). ``env`` defaults to ``os.environ``;
-    ``abi_dir`` beats ``[service] abi_dir`` beats ``<repo>/abis``. Raises ``ConfigError``
+    ``abi_dir`` beats ``[service] abi_dir`` beats the bundled ABIs. Raises ``ConfigError``
     listing every problem found; reads ABI and key files but touches no network."""
     env = os.environ if env is None else env
     problems = Problems()

@@ -7,6 +7,7 @@ an advisory lock. Rows of the event tables are written with COPY by the sink.
 
 from __future__ import annotations
 
+import importlib.resources
 import re
 import secrets
 from pathlib import Path
@@ -19,8 +20,10 @@ from indexer.errors import DatabaseUnavailable, SchemaVersionError
 from indexer.log import mask_url
 
 SCHEMA_VERSION = 2  # 2: meta.nonce_salt, batch count/total/evidence/lease, amount < 2^256
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schema.sql"
-SQL_DIR = Path(__file__).resolve().parent / "sql"
+# Package data (schema.sql at the top of the repository links here): found by an installed wheel.
+_PACKAGE = Path(str(importlib.resources.files("indexer")))
+SCHEMA_PATH = _PACKAGE / "schema.sql"
+SQL_DIR = _PACKAGE / "sql"
 MIGRATE_LOCK_KEY = 0x7265_7761_7264  # "reward": one advisory lock for schema changes
 CONNECT_TIMEOUT_S = 10.0
 STATEMENT_TIMEOUT_MS = 60_000

@@ -218,14 +218,17 @@ def test_systemd_unit_is_hardened_and_restarts() -> None:
     assert unit["Install"]["WantedBy"] == "multi-user.target"
 
 
-def test_dockerfile_installs_the_checkout_as_non_root() -> None:
-    """The image is python:3.11-slim, installs the package editable from a copy of the tree
-    (schema.sql and abis/ are read relative to it) and runs as a non-root user."""
+def test_dockerfile_installs_the_wheel_as_non_root() -> None:
+    """Two stages on python:3.11-slim: the wheel built from the tree, then installed into a
+    clean image (its package data holds schema.sql and the ABIs), run as a non-root user."""
     text = (DEPLOY / "Dockerfile").read_text()
-    assert re.search(r"^FROM python:3\.11-slim\b", text, re.M)
-    assert "pip install --no-compile -e ." in text
-    for path in ("schema.sql", "abis/", "indexer/", "pyproject.toml"):
+    assert re.search(r"^FROM python:3\.11-slim AS build\b", text, re.M)
+    assert len(re.findall(r"^FROM python:3\.11-slim\b", text, re.M)) == 2
+    assert "pip wheel --no-deps -w /dist ." in text
+    assert "pip install --compile /dist/*.whl" in text
+    for path in ("indexer/", "pyproject.toml"):
         assert re.search(rf"^COPY .*\b{re.escape(path)}", text, re.M), path
+    assert "COPY --from=build /dist/" in text
     user = re.findall(r"^USER (\S+)", text, re.M)
     assert user
     assert not user[-1].startswith(("root", "0"))
