@@ -162,6 +162,19 @@ def test_prometheus_rules_cover_the_required_alerts() -> None:
         assert r["annotations"]["summary"], r["alert"]
 
 
+def test_every_alert_has_a_runbook_section() -> None:
+    """Each rule's runbook_url is docs/runbook.md#<alert, lowercase>, and that file has the
+    section: an alert that pages someone says what to do. An IndexerDown alert exists."""
+    runbook = (ROOT / "docs" / "runbook.md").read_text()
+    sections = {ln[3:].strip().lower() for ln in runbook.splitlines() if ln.startswith("## ")}
+    rules = alert_rules()
+    assert "IndexerDown" in {r["alert"] for r in rules}
+    for r in rules:
+        url = r["annotations"].get("runbook_url", "")
+        assert url == f"docs/runbook.md#{r['alert'].lower()}", (r["alert"], url)
+        assert r["alert"].lower() in sections, r["alert"]
+
+
 def test_grafana_dashboard_has_panels_with_targets() -> None:
     """The dashboard is JSON with unique panel ids, and every non-row panel has a target
     for each asked-for view."""
