@@ -1,7 +1,9 @@
 """The ``indexer`` command line (typer).
 
 Exit codes: 0 ok, 2 bad usage or configuration (also a wrong chain id or schema version),
-3 an inconsistency was found (verify, reconcile), 1 any other failure, 130 interrupted. Errors
+3 an inconsistency was found (verify, reconcile), 4 a chain is unhealthy (``status``: halted,
+unreachable, not indexed yet, or lagging past ``ready_max_lag_blocks``), 1 any other failure,
+130 interrupted. Errors
 are one line on stderr (the first error of a task group), never a traceback unless
 ``--log-level debug``, and never carry a secret.
 """
@@ -47,7 +49,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INCONSISTENT = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INCONSISTENT, EXIT_UNHEALTHY = 0, 1, 2, 3, 4
 T = TypeVar("T")
 
 
@@ -266,15 +268,18 @@ def backfill(
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Per chain: checkpoint, head, lag, finalized, last reorg, health; rewards; discrepancies."""
+    """Per chain: checkpoint, head, lag, finalized, last reorg, health; rewards; discrepancies.
+    Exit 4 when a chain is halted, unreachable or lags past ready_max_lag_blocks (for scripts)."""
     from indexer import ops  # noqa: PLC0415 (heavy: see the imports)
 
     settings = _settings()
     report = _run(lambda: ops.status(settings))
     if as_json:
         typer.echo(json.dumps(report, indent=2, default=str))
-        return
-    typer.echo(ops.format_status(report))
+    else:
+        typer.echo(ops.format_status(report))
+    healthy = all(c["healthy"] for c in report["chains"])
+    raise typer.Exit(EXIT_OK if healthy else EXIT_UNHEALTHY)
 
 
 @app.command()

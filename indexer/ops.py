@@ -238,7 +238,10 @@ async def status(settings: Settings) -> dict[str, Any]:
                     "finalized": row["finalized_block"] if row else None,
                     "halted": row["halted_reason"] if row else None,
                     "last_reorg": dict(reorg) if reorg else None,
-                    "healthy": row is not None and not row["halted_reason"] and head is not None,
+                    "healthy": row is not None
+                    and not row["halted_reason"]
+                    and head is not None
+                    and head - row["block_number"] <= settings.service.ready_max_lag_blocks,
                 }
             )
     return {"chains": chains, "rewards": rewards, "open_discrepancies": open_d}

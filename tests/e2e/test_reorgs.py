@@ -170,6 +170,7 @@ def test_reorg_too_deep_halts_then_rewind_recovers(
     assert checks.checkpoint(db_dsn) == ckpt
     status = indexer(cfg, "status", "--json")
     assert '"halted": "reorg deeper than max_reorg_depth' in status.stdout
+    assert status.code == 4, "status exits 4 while a chain is halted"
     again = indexer(cfg, "run", "--exit-when-caught-up", "--no-http")
     assert again.code == 1  # still halted: nothing changes without a human
     assert sorted(checks.stored_keys(db_dsn)) == before
@@ -178,3 +179,4 @@ def test_reorg_too_deep_halts_then_rewind_recovers(
     final = indexer(cfg, "run", "--exit-when-caught-up", "--no-http")
     assert final.code == 0, final.stderr[-2000:]
     assert_all(db_dsn, anvil, d)
+    assert indexer(cfg, "status").code == 0
