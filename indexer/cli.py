@@ -11,6 +11,7 @@ are one line on stderr (the first error of a task group), never a traceback unle
 from __future__ import annotations
 
 import asyncio
+import enum
 import gc
 import json
 import os
@@ -47,6 +48,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help texts are plain: "[signer]" is a TOML table, not markup
 )
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INCONSISTENT, EXIT_UNHEALTHY = 0, 1, 2, 3, 4
@@ -59,6 +61,18 @@ class _Ctx:
 
 
 _CTX = _Ctx()
+
+
+class LogFormat(enum.StrEnum):
+    json = "json"
+    console = "console"
+
+
+class LogLevel(enum.StrEnum):
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
 
 
 def _print_version(value: bool) -> None:
@@ -76,20 +90,18 @@ def main(
         typer.Option("--config", envvar="INDEXER_CONFIG", help="TOML configuration file."),
     ] = None,
     log_format: Annotated[
-        str | None, typer.Option("--log-format", help="json or console (default: by TTY).")
+        LogFormat | None, typer.Option("--log-format", help="Default: console on a TTY, else json.")
     ] = None,
-    log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning.")] = "info",
+    log_level: Annotated[LogLevel, typer.Option("--log-level")] = LogLevel.info,
     version: Annotated[
         bool,
         typer.Option("--version", is_eager=True, callback=_print_version, help="Show the version."),
     ] = False,
 ) -> None:
     """Global options."""
-    if log_format not in (None, "json", "console"):
-        _fail(EXIT_USAGE, f"--log-format must be json or console, not {log_format!r}")
-    log_mod.configure(log_format, log_level)
+    log_mod.configure(log_format.value if log_format else None, log_level.value)
     _CTX.config_path = config or Path("indexer.toml")
-    _CTX.debug = log_level.lower() == "debug"
+    _CTX.debug = log_level is LogLevel.debug
 
 
 def _fail(code: int, message: str) -> None:
