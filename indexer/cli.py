@@ -295,6 +295,20 @@ def status(
 
 
 @app.command()
+def check() -> None:
+    """Pre-flight for deploy pipelines: database and schema version, every endpoint's chain
+    id, the sender's gas money and the signer's role on banks with queued rewards (the
+    configuration and ABI files are checked by loading them). Exit 0 when all pass, else 4."""
+    from indexer import ops  # noqa: PLC0415 (heavy: see the imports)
+
+    settings = _settings()
+    results = _run(lambda: ops.check(settings))
+    for r in results:
+        typer.echo(f"{'ok  ' if r.ok else 'FAIL'}  {r.name}: {log_mod.redact(r.detail)}")
+    raise typer.Exit(EXIT_OK if all(r.ok for r in results) else EXIT_UNHEALTHY)
+
+
+@app.command()
 def verify(
     chain: Annotated[str, typer.Option("--chain", help="Chain name.")],
     from_block: Annotated[int, typer.Option("--from", help="First block.")],

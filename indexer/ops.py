@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -22,8 +23,9 @@ from indexer import db, runtime
 from indexer.checkpoint import CheckpointStore
 from indexer.config import ChainSettings, Settings
 from indexer.driver import run_follower
-from indexer.errors import UsageError
+from indexer.errors import IndexerError, SignerNotAuthorized, UsageError
 from indexer.follower import Step
+from indexer.rpc import RpcClient
 from indexer.sink import PostgresSink
 from indexer.verify import Diff, repair_range, table_columns, verify_range
 
@@ -207,6 +209,71 @@ async def rewind(settings: Settings, chain: ChainSettings, to: int) -> None:
         )
         await sink.set_halted(None)
         log.info("rewound", chain=chain.name, to=to, depth=cp.number - to, deleted=deleted)
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One pre-flight check of ``indexer check``."""
+
+    name: str
+    ok: bool
+    detail: str
+
+
+CHECK_ERRORS: tuple[type[BaseException], ...] = (IndexerError, *db.CONNECTION_ERRORS)
+
+
+async def check(settings: Settings) -> list[Check]:
+    """What a deploy pipeline wants to know before it starts the daemon: the database answers
+    at this build's schema version; every endpoint of every chain answers its configured chain
+    id; with ``[signer]``, the sender holds gas money and the signer is a distributor of every
+    bank with queued rewards. (The configuration and its ABI files were validated by loading
+    it.) Never raises for a failed check: each is one line."""
+    out: list[Check] = []
+    try:
+        async with _pool(settings) as pool:
+            await db.check_version(pool)
+            out.append(Check("database", True, f"reachable, schema version {db.SCHEMA_VERSION}"))
+            for chain in settings.chains:
+                out += await _check_chain(settings, chain, pool)
+    except CHECK_ERRORS as exc:
+        out.append(Check("database", False, str(exc) or type(exc).__name__))
+    return out
+
+
+async def _check_chain(settings: Settings, chain: ChainSettings, pool: asyncpg.Pool) -> list[Check]:
+    out: list[Check] = []
+    for idx, url in enumerate(chain.rpc_urls):
+        name = f"chain {chain.name} endpoint #{idx}"
+        async with RpcClient([url], chain=chain.name, max_attempts=2) as rpc:
+            try:
+                actual = await rpc.chain_id()
+            except IndexerError as exc:
+                out.append(Check(name, False, f"no answer: {exc}"))
+                continue
+        ok = actual == chain.chain_id
+        detail = f"chain id {actual}" + ("" if ok else f", the configuration says {chain.chain_id}")
+        out.append(Check(name, ok, detail))
+    if settings.signer is None:
+        return out
+    # the signer's checks through the chain's own client, on the endpoints that passed
+    good = tuple(u for u, c in zip(chain.rpc_urls, out, strict=True) if c.ok)
+    if not good:
+        return out
+    try:
+        async with runtime.open_chain(replace(chain, rpc_urls=good), pool) as rt:
+            pusher = runtime.make_pusher(settings.signer, rt, pool)
+            wei = await rt.rpc.balance(pusher.sender)
+            sender = f"{pusher.sender} holds {wei} wei"
+            out.append(Check(f"chain {chain.name} sender", wei > 0, sender))
+            try:
+                await pusher.check_roles()
+                out.append(Check(f"chain {chain.name} signer", True, "distributor of every bank"))
+            except SignerNotAuthorized as exc:
+                out.append(Check(f"chain {chain.name} signer", False, str(exc)))
+    except CHECK_ERRORS as exc:
+        out.append(Check(f"chain {chain.name} signer", False, str(exc) or type(exc).__name__))
+    return out
 
 
 async def status(settings: Settings) -> dict[str, Any]:

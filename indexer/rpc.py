@@ -638,6 +638,11 @@ class RpcClient:
             self._counted(lambda r: hex_field(r, "transaction from", length=42), raw.get("from"))
         )
 
+    async def balance(self, address: str, block: str = "latest") -> int:
+        """``eth_getBalance`` in wei (the sender's gas money, for ``indexer check``)."""
+        raw = await self.request("eth_getBalance", [address.lower(), block])
+        return int(self._counted(lambda r: qty_field(r, "balance"), raw))
+
     async def transaction_count(self, address: str, block: str = "pending") -> int:
         """``eth_getTransactionCount``: the next account nonce of ``address`` at ``block``."""
         raw = await self.request("eth_getTransactionCount", [address.lower(), block])
