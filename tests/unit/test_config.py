@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -442,3 +443,21 @@ def test_config_example_file_parses_with_repo_abis() -> None:
     """deploy/indexer.example.toml is accepted with the repository's real ABIs."""
     settings = config.load(EXAMPLE, {})
     assert len(settings.chains[0].contracts) == len(CONTRACTS)
+
+
+def test_readme_states_the_per_chain_defaults() -> None:
+    """The README's table of per-chain defaults is the code's (chain_defaults)."""
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    row = r"^\| [^|]+ \| (\d+|-) \| (\d+) \| (\d+) \| ([\d.]+) \| (\d+) \| (\w+) \| (yes|no) \|$"
+    rows = re.findall(row, text, re.M)
+    assert len(rows) >= 10
+    for cid, conf, depth, poll, batch, finality, mc in rows:
+        d = config.chain_defaults(0 if cid == "-" else int(cid))
+        assert (int(conf), int(depth), float(poll), int(batch), finality) == (
+            d["confirmations"],
+            d["max_reorg_depth"],
+            d["poll_interval_s"],
+            d["batch_blocks"],
+            d["finality"],
+        ), cid
+        assert (mc == "yes") == bool(d["multicall3"]), cid

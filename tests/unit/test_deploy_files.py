@@ -246,3 +246,19 @@ def test_dockerfile_installs_the_wheel_as_non_root() -> None:
     assert user
     assert not user[-1].startswith(("root", "0"))
     assert 'ENTRYPOINT ["indexer"' in text
+
+
+def test_example_config_states_every_key() -> None:
+    """deploy/indexer.example.toml names every key of every section (set or commented out)."""
+    from indexer import config, watchlist  # noqa: PLC0415
+
+    text = (DEPLOY / "indexer.example.toml").read_text()
+    sections = {
+        "service": config._SERVICE_KEYS,
+        "chains": tuple(k for k in config._CHAIN_KEYS if k != "contracts"),
+        "signer": config._SIGNER_KEYS,
+        "contracts": watchlist._CONTRACT_KEYS,
+    }
+    for section, keys in sections.items():
+        for key in keys:
+            assert re.search(rf"^[#\s]*{key}\s*=", text, re.M), f"{section}.{key}"
