@@ -262,3 +262,53 @@ def test_example_config_states_every_key() -> None:
     for section, keys in sections.items():
         for key in keys:
             assert re.search(rf"^[#\s]*{key}\s*=", text, re.M), f"{section}.{key}"
+
+
+COMPOSE = DEPLOY / "compose"
+
+
+def test_compose_stack_is_consistent() -> None:
+    """deploy/compose: the five services, a health check on each long-running one, every named
+    volume declared, every ${VAR} in .env.example, every bind-mounted file present, Prometheus
+    scraping the indexer's metrics port under the job the alerts name, the rules equal to the
+    PrometheusRule's, and the indexer's configuration valid with the stack's environment.
+    (Static only: no container engine runs here.)"""
+    doc = yaml.safe_load((COMPOSE / "compose.yaml").read_text())
+    services = doc["services"]
+    assert set(services) == {"postgres", "migrate", "indexer", "prometheus", "grafana"}
+    for name, svc in services.items():
+        if name != "migrate":
+            assert "healthcheck" in svc, name
+        for volume in svc.get("volumes", []):
+            source = volume.split(":", 1)[0]
+            if source.startswith("."):
+                assert (COMPOSE / source).resolve().exists(), (name, source)
+            else:
+                assert source in doc["volumes"], (name, source)
+    env_file = (COMPOSE / ".env.example").read_text()
+    defined = {ln.split("=", 1)[0] for ln in env_file.splitlines() if "=" in ln}
+    used = set(re.findall(r"\$\{(\w+)", (COMPOSE / "compose.yaml").read_text()))
+    assert used <= defined, used - defined
+
+    prom = yaml.safe_load((COMPOSE / "prometheus" / "prometheus.yml").read_text())
+    (job,) = prom["scrape_configs"]
+    assert job["job_name"] == "rewardsync-metrics"  # what IndexerDown's up{job=...} names
+    (target,) = job["static_configs"][0]["targets"]
+    host, port = target.split(":")
+    assert host == "indexer"
+    assert f"127.0.0.1:{port}:{port}" in services["indexer"]["ports"]
+
+    rules = yaml.safe_load((COMPOSE / "prometheus" / "rules.yaml").read_text())
+    crd = yaml.safe_load((DEPLOY / "k8s" / "prometheusrule.yaml").read_text())
+    assert rules["groups"] == crd["spec"]["groups"]
+
+    from indexer import config  # noqa: PLC0415
+
+    env = dict.fromkeys(defined, "x") | {
+        "DATABASE_URL": "postgresql://indexer:pw@postgres:5432/rewards",
+        "INDEXER_RPC_URL_MAINNET": "https://mainnet.example/v3/key",
+    }
+    assert set(services["indexer"]["environment"]) <= set(env)
+    settings = config.load(COMPOSE / "rewardsync.toml", env)
+    assert settings.service.metrics_listen == ("0.0.0.0", int(port))
+    assert settings.chains[0].rpc_urls == ("https://mainnet.example/v3/key",)
