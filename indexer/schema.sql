@@ -403,3 +403,121 @@ BEGIN
     END LOOP;
 END
 $$;
+
+-- ------------------------------------------------------------------------------------------
+-- rewardsync_api: the backend's stable interface (schema version 3). Functions and views here
+-- keep their names, arguments and columns while the internal tables change; a backend role
+-- needs only USAGE on this schema and EXECUTE on its functions.
+-- ------------------------------------------------------------------------------------------
+CREATE SCHEMA IF NOT EXISTS rewardsync_api;
+
+-- Queue one reward. Hex arguments may be lowercase or mixed case (they are stored lowercase;
+-- PostgreSQL has no keccak, so an EIP-55 checksum is not verified here). Idempotent on
+-- external_key: the same key with the same values returns the existing row; the same key with
+-- other values is an error. One clear error (SQLSTATE 22023) per bad argument.
+CREATE OR REPLACE FUNCTION rewardsync_api.enqueue_reward(
+    chain_id bigint, bank text, campaign_id text, token text, wallet text, amount numeric,
+    external_key text)
+RETURNS TABLE (id bigint, status text)
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_bank text := lower(enqueue_reward.bank);
+    v_campaign text := lower(enqueue_reward.campaign_id);
+    v_token text := lower(enqueue_reward.token);
+    v_wallet text := lower(enqueue_reward.wallet);
+    found_row public.rewards%ROWTYPE;
+BEGIN
+    IF enqueue_reward.chain_id IS NULL OR enqueue_reward.chain_id <= 0 THEN
+        RAISE EXCEPTION 'chain_id must be a positive integer' USING ERRCODE = '22023';
+    END IF;
+    IF v_bank IS NULL OR v_bank !~ '^0x[0-9a-f]{40}$' THEN
+        RAISE EXCEPTION 'bank is not a 20-byte 0x address: %', enqueue_reward.bank USING ERRCODE = '22023';
+    END IF;
+    IF v_campaign IS NULL OR v_campaign !~ '^0x[0-9a-f]{64}$' THEN
+        RAISE EXCEPTION 'campaign_id is not a 32-byte 0x value: %', enqueue_reward.campaign_id USING ERRCODE = '22023';
+    END IF;
+    IF v_token IS NULL OR v_token !~ '^0x[0-9a-f]{40}$' THEN
+        RAISE EXCEPTION 'token is not a 20-byte 0x address: %', enqueue_reward.token USING ERRCODE = '22023';
+    END IF;
+    IF v_wallet IS NULL OR v_wallet !~ '^0x[0-9a-f]{40}$' THEN
+        RAISE EXCEPTION 'wallet is not a 20-byte 0x address: %', enqueue_reward.wallet USING ERRCODE = '22023';
+    END IF;
+    IF enqueue_reward.amount IS NULL OR enqueue_reward.amount <= 0
+       OR enqueue_reward.amount >= 2::numeric ^ 256 OR enqueue_reward.amount <> trunc(enqueue_reward.amount) THEN
+        RAISE EXCEPTION 'amount must be an integer in 1 .. 2^256-1: %', enqueue_reward.amount USING ERRCODE = '22023';
+    END IF;
+    IF enqueue_reward.external_key IS NULL OR length(enqueue_reward.external_key) = 0 THEN
+        RAISE EXCEPTION 'external_key must not be empty' USING ERRCODE = '22023';
+    END IF;
+    INSERT INTO public.rewards AS r (chain_id, bank, campaign_id, token, wallet, amount, external_key)
+    VALUES (enqueue_reward.chain_id, v_bank, v_campaign, v_token, v_wallet, enqueue_reward.amount,
+            enqueue_reward.external_key)
+    ON CONFLICT ON CONSTRAINT rewards_external_key_key DO NOTHING
+    RETURNING r.id, r.status INTO id, status;
+    IF id IS NOT NULL THEN
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    SELECT * INTO found_row FROM public.rewards r WHERE r.external_key = enqueue_reward.external_key;
+    IF (found_row.chain_id, found_row.bank, found_row.campaign_id, found_row.token, found_row.wallet,
+        found_row.amount)
+       IS DISTINCT FROM
+       (enqueue_reward.chain_id, v_bank, v_campaign, v_token, v_wallet, enqueue_reward.amount) THEN
+        RAISE EXCEPTION 'external_key % is already queued with other values (reward %)',
+            enqueue_reward.external_key, found_row.id USING ERRCODE = '23505';
+    END IF;
+    id := found_row.id;
+    status := found_row.status;
+    RETURN NEXT;
+END
+$fn$;
+
+-- One reward by its idempotency key: where it is, in which batch, confirmed where, or why not.
+CREATE OR REPLACE FUNCTION rewardsync_api.reward_status(external_key text)
+RETURNS TABLE (id bigint, chain_id bigint, bank text, wallet text, amount numeric, status text,
+               batch_id bigint, batch_status text, tx_hash text, confirmed_block bigint,
+               error text)
+LANGUAGE sql STABLE AS $fn$
+    SELECT r.id, r.chain_id, r.bank, r.wallet, r.amount, r.status, r.batch_id, b.status,
+           b.tx_hash, r.confirmed_block, coalesce(r.error, b.error)
+    FROM public.rewards r LEFT JOIN public.reward_batches b ON b.id = r.batch_id
+    WHERE r.external_key = reward_status.external_key
+$fn$;
+
+-- A wallet's money per (chain, token): claimable on chain now (as indexed), claimed, in flight
+-- (pushed, not confirmed), queued, and failed rewards with the last reason.
+CREATE OR REPLACE FUNCTION rewardsync_api.wallet_overview(wallet text)
+RETURNS TABLE (chain_id bigint, token text, claimable numeric, claimed numeric,
+               in_flight numeric, queued numeric, failed numeric, last_error text)
+LANGUAGE sql STABLE AS $fn$
+    WITH w AS (SELECT lower(wallet_overview.wallet) AS wallet),
+    onchain AS (
+        SELECT b.chain_id, b.token, sum(b.pending) AS claimable, sum(b.claimed) AS claimed
+        FROM public.reward_balances b, w WHERE b.wallet = w.wallet GROUP BY 1, 2
+    ),
+    queue AS (
+        SELECT r.chain_id, r.token,
+               sum(r.amount) FILTER (WHERE r.status = 'pushed') AS in_flight,
+               sum(r.amount) FILTER (WHERE r.status = 'pending') AS queued,
+               sum(r.amount) FILTER (WHERE r.status = 'failed') AS failed,
+               (array_agg(r.error ORDER BY r.id DESC) FILTER (WHERE r.error IS NOT NULL))[1] AS last_error
+        FROM public.rewards r, w WHERE r.wallet = w.wallet GROUP BY 1, 2
+    )
+    SELECT coalesce(o.chain_id, q.chain_id), coalesce(o.token, q.token),
+           coalesce(o.claimable, 0), coalesce(o.claimed, 0), coalesce(q.in_flight, 0),
+           coalesce(q.queued, 0), coalesce(q.failed, 0), q.last_error
+    FROM onchain o FULL JOIN queue q ON q.chain_id = o.chain_id AND q.token = o.token
+    ORDER BY 1, 2
+$fn$;
+
+-- Per chain: what is indexed, what is final, whether it is halted and why, the last reorg.
+CREATE OR REPLACE VIEW rewardsync_api.sync_status AS
+    SELECT c.chain_id, c.block_number AS checkpoint, c.finalized_block, c.halted_reason,
+           c.updated_at, r.depth AS last_reorg_depth, r.detected_at AS last_reorg_at,
+           (SELECT count(*) FROM public.discrepancies d
+            WHERE d.chain_id = c.chain_id AND d.resolved_at IS NULL) AS open_discrepancies
+    FROM public.checkpoints c
+    LEFT JOIN LATERAL (
+        SELECT depth, detected_at FROM public.reorgs x WHERE x.chain_id = c.chain_id
+        ORDER BY x.id DESC LIMIT 1
+    ) r ON true;

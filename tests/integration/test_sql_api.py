@@ -1,0 +1,104 @@
+"""The backend's SQL API (rewardsync_api, schema version 3) against a real PostgreSQL:
+enqueue_reward validates each argument with one clear error, accepts mixed-case hex, is
+idempotent on external_key and refuses the same key with other values; reward_status,
+wallet_overview and sync_status read what the tables hold."""
+
+from __future__ import annotations
+
+import re
+
+import asyncpg
+import pytest
+
+pytestmark = pytest.mark.pg
+
+BANK = "0x" + "Ab" * 20
+CAMPAIGN = "0x" + "cd" * 32
+TOKEN = "0x" + "Ef" * 20
+WALLET = "0x" + "12" * 20
+
+
+async def enqueue(
+    con: asyncpg.Connection, key: str, amount: int = 5, **kw: object
+) -> asyncpg.Record:
+    args = {"chain_id": 31337, "bank": BANK, "campaign_id": CAMPAIGN, "token": TOKEN,
+            "wallet": WALLET, "amount": amount, "external_key": key} | kw  # fmt: skip
+    row = await con.fetchrow(
+        "SELECT * FROM rewardsync_api.enqueue_reward($1, $2, $3, $4, $5, $6, $7)",
+        *args.values(),
+    )
+    assert row is not None
+    return row
+
+
+async def test_enqueue_reward_is_idempotent_and_validates(db_dsn: str) -> None:
+    con = await asyncpg.connect(db_dsn)
+    try:
+        first = await enqueue(con, "order-1")
+        assert first["status"] == "pending"
+        again = await enqueue(con, "order-1")
+        assert again["id"] == first["id"]  # same key, same values: the same reward
+        stored = await con.fetchrow(
+            "SELECT bank, token, wallet FROM rewards WHERE id = $1", first["id"]
+        )
+        assert dict(stored) == {"bank": BANK.lower(), "token": TOKEN.lower(), "wallet": WALLET}
+        with pytest.raises(asyncpg.UniqueViolationError, match="already queued with other values"):
+            await enqueue(con, "order-1", amount=6)
+        bad = {
+            "bank": ("0x123", "bank is not a 20-byte 0x address"),
+            "campaign_id": ("0x" + "cd" * 31, "campaign_id is not a 32-byte 0x value"),
+            "token": ("nope", "token is not a 20-byte 0x address"),
+            "wallet": ("0x" + "zz" * 20, "wallet is not a 20-byte 0x address"),
+            "amount": (2**256, "amount must be an integer in 1 .. 2^256-1"),
+            "external_key": ("", "external_key must not be empty"),
+            "chain_id": (0, "chain_id must be a positive integer"),
+        }
+        for field, (value, message) in bad.items():
+            with pytest.raises(asyncpg.InvalidParameterValueError, match=re.escape(message)):
+                await enqueue(con, f"bad-{field}", **{field: value})
+        assert await con.fetchval("SELECT count(*) FROM rewards") == 1
+    finally:
+        await con.close()
+
+
+async def test_reward_status_wallet_overview_and_sync_status_read_the_tables(db_dsn: str) -> None:
+    con = await asyncpg.connect(db_dsn)
+    try:
+        queued = await enqueue(con, "order-2", amount=7)
+        failed = await enqueue(con, "order-3", amount=11)
+        await con.execute(
+            "UPDATE rewards SET status = 'failed', error = 'InsufficientBudget' WHERE id = $1",
+            failed["id"],
+        )
+        await con.execute(
+            "INSERT INTO reward_balances (chain_id, contract, token, wallet, added, claimed) "
+            "VALUES (31337, $1, $2, $3, 100, 40)",
+            "0x" + "99" * 20,
+            TOKEN.lower(),
+            WALLET,
+        )
+        status = await con.fetchrow("SELECT * FROM rewardsync_api.reward_status('order-2')")
+        assert (status["id"], status["status"], status["amount"]) == (queued["id"], "pending", 7)
+        (row,) = await con.fetch(
+            "SELECT * FROM rewardsync_api.wallet_overview($1)", WALLET.upper().replace("0X", "0x")
+        )
+        assert (
+            row["claimable"],
+            row["claimed"],
+            row["in_flight"],
+            row["queued"],
+            row["failed"],
+        ) == (60, 40, 0, 7, 11)
+        assert row["last_error"] == "InsufficientBudget"
+        await con.execute(
+            "INSERT INTO checkpoints (chain_id, block_number, block_hash, start_block, "
+            "halted_reason) VALUES (31337, 5, NULL, 0, 'reorg deeper than max_reorg_depth')"
+        )
+        sync = await con.fetchrow("SELECT * FROM rewardsync_api.sync_status")
+        assert (sync["chain_id"], sync["checkpoint"], sync["halted_reason"]) == (
+            31337,
+            5,
+            "reorg deeper than max_reorg_depth",
+        )
+    finally:
+        await con.close()
