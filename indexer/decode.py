@@ -18,97 +18,17 @@ from typing import Any, NamedTuple
 
 from eth_hash.auto import keccak
 
+from indexer import catalogue
+from indexer.catalogue import column_name
 from indexer.types import RawLog
 
-BASE_COLUMNS = (
-    "chain_id",
-    "block_number",
-    "block_hash",
-    "block_time",
-    "tx_hash",
-    "log_index",
-    "contract",
-)
+# The catalogue decides which event fills which table; an event of another shape, even with
+# the same topic0, goes to `other_events` rather than into a table it does not fit.
+EVENT_TABLES: dict[tuple[str, tuple[bool, ...], tuple[str, ...]], str] = dict(catalogue.BY_SHAPE)
+EVENT_TABLE_NAMES: tuple[str, ...] = catalogue.ALL_TABLES
 
-# (canonical signature, indexed flags, parameter names) -> table. An event of another shape,
-# even with the same topic0, goes to `other_events` rather than into a table it does not fit.
-_T = True
-_F = False
-EVENT_TABLES: dict[tuple[str, tuple[bool, ...], tuple[str, ...]], str] = {
-    (
-        "RewardAdded(address,address,address,uint256)",
-        (_T, _T, _T, _F),
-        ("token", "user", "emitter", "amount"),
-    ): "reward_added",
-    (
-        "RewardClaimed(address,address,uint256)",
-        (_T, _T, _F),
-        ("token", "user", "amount"),
-    ): "reward_claimed",
-    ("PusherAuthorized(address)", (_T,), ("pusher",)): "pusher_changes",
-    ("PusherRevoked(address)", (_T,), ("pusher",)): "pusher_changes",
-    (
-        "ProductBankCreated(bytes32,address,address)",
-        (_T, _T, _T),
-        ("productId", "bank", "owner"),
-    ): "product_banks",
-    (
-        "FundsDeposited(address,address,uint256)",
-        (_T, _T, _F),
-        ("token", "depositor", "amount"),
-    ): "funds_deposited",
-    (
-        "FundsWithdrawn(address,address,uint256)",
-        (_T, _T, _F),
-        ("token", "recipient", "amount"),
-    ): "funds_withdrawn",
-    (
-        "CampaignBudgetAllocated(bytes32,address,uint256)",
-        (_T, _T, _F),
-        ("campaignId", "token", "budget"),
-    ): "campaign_budgets",
-    ("CampaignDeactivated(bytes32)", (_T,), ("campaignId",)): "campaign_deactivations",
-    (
-        "RewardsPushed(bytes32,address,bytes32,uint256,uint256)",
-        (_T, _T, _T, _F, _F),
-        ("campaignId", "token", "nonce", "totalAmount", "count"),
-    ): "rewards_pushed",
-    (
-        "ChamaCreated(uint256,string,address,uint256)",
-        (_T, _F, _T, _F),
-        ("chamaId", "name", "creator", "contributionAmount"),
-    ): "chamas",
-    ("ChamaJoined(uint256,address)", (_T, _T), ("chamaId", "member")): "chama_members",
-    (
-        "ContributionMade(uint256,address,uint256,uint256)",
-        (_T, _T, _F, _F),
-        ("chamaId", "contributor", "amount", "timestamp"),
-    ): "contributions",
-    (
-        "PayoutProcessed(uint256,address,uint256,uint256)",
-        (_T, _T, _F, _F),
-        ("chamaId", "recipient", "amount", "cycleNumber"),
-    ): "payouts",
-    ("ChamaCompleted(uint256)", (_T,), ("chamaId",)): "chama_completions",
-}
-
-# Every table the follower writes events into, in a fixed order (also the rollback whitelist).
-EVENT_TABLE_NAMES: tuple[str, ...] = (
-    *sorted(set(EVENT_TABLES.values())),
-    "other_events",
-    "quarantine",
-)
-
-_CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
 _STATIC_KINDS = ("address", "uint", "int", "bool", "bytesN")
 _TEXT_SAFE_KINDS = ("address", "uint", "int", "bytesN", "bytes")
-
-
-def column_name(param: str) -> str:
-    """snake_case column for an event parameter; ``user`` is ``wallet`` (a reserved word)."""
-    if param == "user":
-        return "wallet"
-    return _CAMEL.sub("_", param).lower()
 
 
 @dataclass(frozen=True, slots=True)

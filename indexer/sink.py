@@ -18,9 +18,10 @@ import asyncpg
 import orjson
 import structlog
 
-from indexer import failpoints, metrics, rewards
+from indexer import catalogue, failpoints, metrics, rewards
+from indexer.catalogue import BASE_COLUMNS
 from indexer.db import CLIENT_DATA_ERRORS, CONNECTION_ERRORS, Conn, Q, quote_ident
-from indexer.decode import BASE_COLUMNS, EVENT_TABLE_NAMES, Event, Undecodable
+from indexer.decode import EVENT_TABLE_NAMES, Event, Undecodable
 from indexer.errors import DatabaseUnavailable, NotLeader, Retryable
 from indexer.types import BlockHeader
 
@@ -28,7 +29,7 @@ log = structlog.get_logger()
 
 QUARANTINE_COLUMNS = (*BASE_COLUMNS, "topics", "data", "reason")
 BLOCK_COLUMNS = ("chain_id", "number", "hash", "parent_hash", "timestamp")
-BALANCE_TABLES = ("reward_added", "reward_claimed")  # the events reward_balances folds
+BALANCE_TABLES = catalogue.BALANCE_TABLES  # the events reward_balances folds
 
 
 class CheckpointMoved(Retryable):

@@ -21,8 +21,9 @@ from typing import Any
 import asyncpg
 import orjson
 
+from indexer.catalogue import BASE_COLUMNS
 from indexer.db import Conn, Q, quote_ident
-from indexer.decode import BASE_COLUMNS, EVENT_TABLE_NAMES, AbiRegistry, Event
+from indexer.decode import EVENT_TABLE_NAMES, AbiRegistry, Event
 from indexer.errors import Retryable
 from indexer.rpc import RpcClient
 from indexer.sink import (

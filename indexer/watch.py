@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from indexer.catalogue import column_name
 from indexer.checkpoint import CheckpointStore
-from indexer.decode import AbiRegistry, Event, EventSpec, column_name
+from indexer.decode import AbiRegistry, Event, EventSpec
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,26 +25,10 @@ from eth_abi.abi import decode as abi_decode
 from eth_abi.abi import encode as abi_encode
 from eth_utils.crypto import keccak
 
+from indexer import catalogue
 from tests.procs import Anvil
 
-EVENT_TABLES = (
-    "reward_added",
-    "reward_claimed",
-    "pusher_changes",
-    "product_banks",
-    "funds_deposited",
-    "funds_withdrawn",
-    "campaign_budgets",
-    "campaign_deactivations",
-    "rewards_pushed",
-    "chamas",
-    "chama_members",
-    "contributions",
-    "payouts",
-    "chama_completions",
-    "other_events",
-    "quarantine",
-)
+EVENT_TABLES = (*catalogue.TABLES, "other_events", "quarantine")
 BANK_CREATED = "0x" + keccak(text="ProductBankCreated(bytes32,address,address)").hex()
 
 

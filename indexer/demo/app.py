@@ -40,8 +40,8 @@ import asyncpg
 import structlog
 from prometheus_client import REGISTRY
 
+from indexer import catalogue, daemon, db, metrics, ops
 from indexer import config as config_mod
-from indexer import daemon, db, metrics, ops
 from indexer import log as log_mod
 from indexer.config import Settings
 from indexer.demo import contracts as dc
@@ -60,23 +60,8 @@ QUEUE_EVERY_S = (0.3, 1.2)  # seconds between two inserts of rewards
 SETTLE_S = 15.0  # at most this long for queued rewards to confirm after the traffic stops
 DB_NAME = "rewardsync"
 
-# The tables DESIGN §6 fills from events (product_banks from ProductBankCreated).
-EVENT_TABLES = (
-    "product_banks",
-    "reward_added",
-    "reward_claimed",
-    "pusher_changes",
-    "funds_deposited",
-    "funds_withdrawn",
-    "campaign_budgets",
-    "campaign_deactivations",
-    "rewards_pushed",
-    "chamas",
-    "chama_members",
-    "contributions",
-    "payouts",
-    "chama_completions",
-)
+# Every typed event table (the catalogue); the demo's traffic fills each of them.
+EVENT_TABLES = catalogue.TABLES
 WATCHED = ("MultiTokenPushPull", "ProductBankFactory", "ChamaSavings")
 
 

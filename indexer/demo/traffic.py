@@ -3,8 +3,8 @@
 :func:`generate_traffic` is the tests' mix (banks, deposits, budgets, signed pushes, claims,
 chamas); :class:`DemoTraffic` is ``indexer demo``'s: the same minus the direct pushes (in the
 demo every reward goes through the database and the daemon's pusher, so the reconciler has
-nothing to report) plus withdrawals and campaign deactivations, so that every event table of
-DESIGN §6 fills.
+nothing to report) plus withdrawals and campaign deactivations, so that every typed event
+table of the catalogue (indexer/catalogue.py) fills.
 """
 
 from __future__ import annotations

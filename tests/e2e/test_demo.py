@@ -1,7 +1,7 @@
 """`indexer demo` as a new user runs it (issue 9): one subprocess, its own anvil and embedded
 PostgreSQL under ``./.rewardsync``, and a final JSON summary that the assertions read.
 
-Every event table of DESIGN §6 is expected to fill: the demo's traffic makes banks (so
+Every typed event table of the catalogue is expected to fill: the demo's traffic makes banks (so
 ``product_banks`` and ``pusher_changes`` through PusherAuthorized), deposits, withdrawals,
 budgets, deactivations, rewards pushed by the daemon's pusher (``rewards_pushed``,
 ``reward_added``), claims, and two-member chamas run to completion."""
