@@ -215,12 +215,20 @@ def _chain(settings: Settings, name: str) -> config_mod.ChainSettings:
 
 
 @app.command()
-def migrate() -> None:
+def migrate(
+    roles: Annotated[
+        bool,
+        typer.Option(
+            "--roles",
+            help="Also create the API roles rewardsync_reader and rewardsync_backend (NOLOGIN).",
+        ),
+    ] = False,
+) -> None:
     """Apply schema.sql (idempotent, under an advisory lock); refuses a newer schema."""
     from indexer import db  # noqa: PLC0415 (heavy: see the imports)
 
     settings = _settings()
-    version = _run(lambda: db.migrate(settings.database_url.reveal()))
+    version = _run(lambda: db.migrate(settings.database_url.reveal(), roles=roles))
     structlog.get_logger().info("migrated", schema_version=version)
 
 

@@ -112,8 +112,9 @@ async def current_version(con: Conn) -> int | None:
     return int(value) if value is not None else None
 
 
-async def migrate(dsn: str) -> int:
-    """Apply schema.sql under an advisory lock; refuses a database at a newer version."""
+async def migrate(dsn: str, *, roles: bool = False) -> int:
+    """Apply schema.sql under an advisory lock; refuses a database at a newer version. With
+    ``roles``, also create the API's group roles and their grants (``api_roles``)."""
     try:
         con = await asyncpg.connect(dsn, timeout=CONNECT_TIMEOUT_S)
     except CONNECTION_ERRORS as exc:
@@ -132,6 +133,8 @@ async def migrate(dsn: str) -> int:
                 # Written once: later migrations keep it (ON CONFLICT DO NOTHING).
                 await con.execute(Q["init_meta"], "nonce_salt", "0x" + secrets.token_hex(32))
                 await con.execute(Q["record_schema_version"], SCHEMA_VERSION)
+                if roles:
+                    await con.execute(Q["api_roles"])
         finally:
             await con.execute("SELECT pg_advisory_unlock($1)", MIGRATE_LOCK_KEY)
     finally:

@@ -406,8 +406,9 @@ $$;
 
 -- ------------------------------------------------------------------------------------------
 -- rewardsync_api: the backend's stable interface (schema version 3). Functions and views here
--- keep their names, arguments and columns while the internal tables change; a backend role
--- needs only USAGE on this schema and EXECUTE on its functions.
+-- keep their names, arguments and columns while the internal tables change. They run with the
+-- rights of their owner (the role that migrates: SECURITY DEFINER, a fixed search_path), so
+-- the roles `indexer migrate --roles` creates need no right on the internal tables.
 -- ------------------------------------------------------------------------------------------
 CREATE SCHEMA IF NOT EXISTS rewardsync_api;
 
@@ -419,7 +420,7 @@ CREATE OR REPLACE FUNCTION rewardsync_api.enqueue_reward(
     chain_id bigint, bank text, campaign_id text, token text, wallet text, amount numeric,
     external_key text)
 RETURNS TABLE (id bigint, status text)
-LANGUAGE plpgsql AS $fn$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $fn$
 DECLARE
     v_bank text := lower(enqueue_reward.bank);
     v_campaign text := lower(enqueue_reward.campaign_id);
@@ -477,7 +478,7 @@ CREATE OR REPLACE FUNCTION rewardsync_api.reward_status(external_key text)
 RETURNS TABLE (id bigint, chain_id bigint, bank text, wallet text, amount numeric, status text,
                batch_id bigint, batch_status text, tx_hash text, confirmed_block bigint,
                error text)
-LANGUAGE sql STABLE AS $fn$
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $fn$
     SELECT r.id, r.chain_id, r.bank, r.wallet, r.amount, r.status, r.batch_id, b.status,
            b.tx_hash, r.confirmed_block, coalesce(r.error, b.error)
     FROM public.rewards r LEFT JOIN public.reward_batches b ON b.id = r.batch_id
@@ -489,7 +490,7 @@ $fn$;
 CREATE OR REPLACE FUNCTION rewardsync_api.wallet_overview(wallet text)
 RETURNS TABLE (chain_id bigint, token text, claimable numeric, claimed numeric,
                in_flight numeric, queued numeric, failed numeric, last_error text)
-LANGUAGE sql STABLE AS $fn$
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $fn$
     WITH w AS (SELECT lower(wallet_overview.wallet) AS wallet),
     onchain AS (
         SELECT b.chain_id, b.token, sum(b.pending) AS claimable, sum(b.claimed) AS claimed

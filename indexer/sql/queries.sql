@@ -140,3 +140,26 @@ INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING;
 -- name: meta_value
 -- A fact about this database.
 SELECT value FROM meta WHERE key = $1;
+
+-- name: api_roles
+-- The API's group roles (NOLOGIN; grant them to login roles): rewardsync_reader reads the
+-- views and read functions, rewardsync_backend also queues rewards. Nothing on public.
+DO $roles$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'rewardsync_reader') THEN
+        CREATE ROLE rewardsync_reader NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'rewardsync_backend') THEN
+        CREATE ROLE rewardsync_backend NOLOGIN;
+    END IF;
+    GRANT USAGE ON SCHEMA rewardsync_api TO rewardsync_reader, rewardsync_backend;
+    GRANT SELECT ON rewardsync_api.sync_status TO rewardsync_reader, rewardsync_backend;
+    REVOKE ALL ON FUNCTION rewardsync_api.enqueue_reward(bigint, text, text, text, text, numeric, text) FROM PUBLIC;
+    REVOKE ALL ON FUNCTION rewardsync_api.reward_status(text) FROM PUBLIC;
+    REVOKE ALL ON FUNCTION rewardsync_api.wallet_overview(text) FROM PUBLIC;
+    GRANT EXECUTE ON FUNCTION rewardsync_api.reward_status(text), rewardsync_api.wallet_overview(text)
+        TO rewardsync_reader, rewardsync_backend;
+    GRANT EXECUTE ON FUNCTION rewardsync_api.enqueue_reward(bigint, text, text, text, text, numeric, text)
+        TO rewardsync_backend;
+END
+$roles$;

@@ -102,3 +102,41 @@ async def test_reward_status_wallet_overview_and_sync_status_read_the_tables(db_
         )
     finally:
         await con.close()
+
+
+async def test_api_roles_reach_the_api_and_nothing_else(db_dsn: str) -> None:
+    """`migrate --roles`: a login role in rewardsync_backend queues and reads through the API
+    and is refused the internal tables; one in rewardsync_reader cannot queue."""
+    from indexer import db  # noqa: PLC0415
+
+    await db.migrate(db_dsn, roles=True)
+    admin = await asyncpg.connect(db_dsn)
+    suffix = db_dsn.rsplit("/", 1)[1]
+    backend, reader = f"app_{suffix}", f"ro_{suffix}"
+    try:
+        await admin.execute(f"CREATE ROLE {backend} LOGIN IN ROLE rewardsync_backend")
+        await admin.execute(f"CREATE ROLE {reader} LOGIN IN ROLE rewardsync_reader")
+        base = db_dsn.replace("postgres@", "{}@", 1)
+        app = await asyncpg.connect(base.format(backend))
+        try:
+            row = await enqueue(app, "order-roles")
+            assert row["status"] == "pending"
+            assert (
+                await app.fetchval("SELECT status FROM rewardsync_api.reward_status('order-roles')")
+                == "pending"
+            )
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await app.fetch("SELECT * FROM public.rewards")
+        finally:
+            await app.close()
+        ro = await asyncpg.connect(base.format(reader))
+        try:
+            assert await ro.fetch("SELECT * FROM rewardsync_api.wallet_overview($1)", WALLET)
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await enqueue(ro, "order-ro")
+        finally:
+            await ro.close()
+    finally:
+        await admin.execute(f"DROP OWNED BY {backend}; DROP OWNED BY {reader}")
+        await admin.execute(f"DROP ROLE {backend}; DROP ROLE {reader}")
+        await admin.close()
