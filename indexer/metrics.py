@@ -70,6 +70,11 @@ RECONCILE_ITEMS = Counter(
 )
 PUSHER_QUEUE = Gauge("indexer_pusher_queue_rewards", "Rewards waiting to be pushed", ["chain"])
 PUSHER_BATCHES = Gauge("indexer_pusher_batches", "Reward batches by status", ["chain", "status"])
+PUSHER_SENDER_BALANCE = Gauge(
+    "indexer_pusher_sender_balance",
+    "The sender account's balance in the chain's native coin (ETH, MATIC, ...), each round",
+    ["chain"],
+)
 PUSHER_OLDEST_PENDING = Gauge(
     "indexer_pusher_oldest_pending_seconds", "Age of the oldest pending reward", ["chain"]
 )

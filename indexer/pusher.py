@@ -694,3 +694,5 @@ class Pusher:
         metrics.PUSHER_OLDEST_PENDING.labels(name).set(float(stats["oldest"] or 0) if stats else 0)
         for r in counts:
             metrics.PUSHER_BATCHES.labels(name, r["status"]).set(r["n"])
+        wei = await self.rpc.balance(self.sender)  # the gas money that keeps rewards moving
+        metrics.PUSHER_SENDER_BALANCE.labels(name).set(wei / 10**18)

@@ -180,6 +180,7 @@ def metrics_agree(cfg: Path, dsn: str, daemons: list[Daemon]) -> dict[str, Any]:
         time.sleep(0.5)
     assert batches == {k: float(v) for k, v in want.items()}, (batches, want)
     assert got.get('indexer_pusher_queue_rewards{chain="local"}') == 0
+    assert got.get('indexer_pusher_sender_balance{chain="local"}', 0.0) > 0  # the gas money
     top = checks.checkpoint(dsn)[0]
     assert got.get('indexer_checkpoint_block{chain="local"}') == top
     assert daemon.stop() == 0
