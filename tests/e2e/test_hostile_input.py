@@ -115,6 +115,33 @@ def text_lines(stderr: str) -> list[str]:
     return [ln for ln in stderr.splitlines() if ln.strip() and not ln.startswith("{")]
 
 
+def absurd_times(bad: int, timestamp: int) -> Any:
+    """A FakeRpc hook: headers of block ``bad`` and later carry ``timestamp``."""
+
+    def hook(method: str, params: list[Any], answer: dict[str, Any]) -> dict[str, Any]:
+        result = answer.get("result")
+        if (
+            method == "eth_getBlockByNumber"
+            and isinstance(result, dict)
+            and int(result["number"], 16) >= bad
+        ):
+            return {**answer, "result": {**result, "timestamp": hex(timestamp)}}
+        return answer
+
+    return hook
+
+
+def fixed_rewound_equal(
+    fake: FakeRpcThread, cfg: Path, chain: str, to: int, dsn: str, anvil: Anvil, d: Any
+) -> None:
+    """The node fixed, `rewind --to`, a re-run: the tables equal the chain."""
+    fake.fake.corrupt = None
+    assert indexer(cfg, "rewind", "--chain", chain, "--to", str(to)).code == 0
+    again = indexer(cfg, *RUN)
+    assert again.code == 0, again.stderr[-2000:]
+    assert_all(dsn, anvil, d)
+
+
 # ---- bad data: quarantined ----------------------------------------------------------------
 
 
@@ -189,17 +216,7 @@ def test_absurd_header_timestamp_halts_the_chain_then_continues_after_the_fix(
     bad = log_blocks(anvil, d)[1]
     anvil.mine(2)
 
-    def absurd(method: str, params: list[Any], answer: dict[str, Any]) -> dict[str, Any]:
-        result = answer.get("result")
-        if (
-            method == "eth_getBlockByNumber"
-            and isinstance(result, dict)
-            and int(result["number"], 16) >= bad
-        ):
-            return {**answer, "result": {**result, "timestamp": hex(timestamp)}}
-        return answer
-
-    fake = FakeRpc.start_in_thread(anvil.url, corrupt=absurd)
+    fake = FakeRpc.start_in_thread(anvil.url, corrupt=absurd_times(bad, timestamp))
     fakes.append(fake)
     cfg = config(tmp_path, db_dsn, chain_cfg(fake.url, d, batch_blocks=3))
     out = indexer(cfg, *RUN, timeout=180)
@@ -214,11 +231,7 @@ def test_absurd_header_timestamp_halts_the_chain_then_continues_after_the_fix(
     assert not [k for k in checks.stored_keys(db_dsn) if k[0] >= bad]
     assert not text_lines(out.stderr) or "Traceback" not in out.stderr
 
-    fake.fake.corrupt = None
-    assert indexer(cfg, "rewind", "--chain", "local", "--to", str(number)).code == 0
-    again = indexer(cfg, *RUN)
-    assert again.code == 0, again.stderr[-2000:]
-    assert_all(db_dsn, anvil, d)
+    fixed_rewound_equal(fake, cfg, "local", number, db_dsn, anvil, d)
 
 
 def test_one_chain_halted_by_its_node_leaves_the_process_and_the_other_chain_running(
@@ -239,18 +252,7 @@ def test_one_chain_halted_by_its_node_leaves_the_process_and_the_other_chain_run
     daemon: Daemon | None = None
     try:
         d2 = deploy.deploy_all(deploy.connect(other.url))
-
-        def absurd(method: str, params: list[Any], answer: dict[str, Any]) -> dict[str, Any]:
-            result = answer.get("result")
-            if (
-                method == "eth_getBlockByNumber"
-                and isinstance(result, dict)
-                and int(result["number"], 16) >= bad
-            ):
-                return {**answer, "result": {**result, "timestamp": hex(2**40)}}
-            return answer
-
-        fake = FakeRpc.start_in_thread(anvil.url, corrupt=absurd)
+        fake = FakeRpc.start_in_thread(anvil.url, corrupt=absurd_times(bad, 2**40))
         fakes.append(fake)
         one = ChainCfg("one", 31337, fake.url, d.addresses, start_block=d.block_number)
         two = ChainCfg("two", 31338, other.url, d2.addresses, start_block=d2.block_number)
@@ -352,11 +354,7 @@ def test_oversized_answers_shrink_the_range_and_one_oversized_block_halts(
     assert f"block(s) from {bad}" in event["reason"]
     assert "larger than 1048576 bytes" in event["reason"]
     assert checks.checkpoint(db_dsn)[0] == bad - 1
-    fake.fake.corrupt = None
-    assert indexer(cfg, "rewind", "--chain", "local", "--to", str(bad - 1)).code == 0
-    again = indexer(cfg, *RUN)
-    assert again.code == 0, again.stderr[-2000:]
-    assert_all(db_dsn, anvil, d)
+    fixed_rewound_equal(fake, cfg, "local", bad - 1, db_dsn, anvil, d)
 
 
 # ---- the command line: one line, the documented exit code ----------------------------------

@@ -34,13 +34,14 @@ from typing import Any
 
 import pytest
 
+from indexer.demo.traffic import DemoTraffic
 from tests import checks, deploy
 from tests.e2e.test_follow import assert_all
 from tests.e2e.test_pusher import assert_paid_once, make_bank, queue, signer_toml, wait_rewards
 from tests.e2e.test_reorgs import chama_tx
 from tests.fakes.rpc import FakeRpc, FakeRpcThread
 from tests.harness import INDEXER_BIN, ROOT, Daemon, _env, indexer, wait_synced
-from tests.procs import Anvil
+from tests.procs import ANVIL_KEYS, Anvil
 
 pytestmark = [pytest.mark.anvil, pytest.mark.pg]
 
@@ -48,6 +49,7 @@ MAX_DEPTH = 4
 FINALITY = 8
 DEADLINE = 25  # seconds: batches stranded by reorgs and kills reach the chain judge
 SECONDS = float(os.environ.get("SOAK_SECONDS", "120"))
+TRAFFIC_KEYS = tuple(ANVIL_KEYS[:3])  # never ANVIL_KEYS[3], the pusher's sender
 PUSH_STEPS = (
     "pusher.round",
     "pusher.before_sign",
@@ -80,6 +82,32 @@ class Chain(threading.Thread):
                     tx = chama_tx(self.d, f"soak-{head}-{depth}")
                     self.anvil.rpc("anvil_reorg", [depth, [[tx, 0]]])
                     self.reorgs[depth] += 1
+
+
+class Traffic(threading.Thread):
+    """The demo's traffic mix beside the queued rewards: banks, deposits, budgets, withdrawals,
+    campaign deactivations, claims, chama rounds (never from the pusher's sender). A dropped
+    or refused transaction (a reorg took its block) is counted and the model starts afresh."""
+
+    def __init__(self, d: deploy.Deployment, chain: Chain, seed: int) -> None:
+        super().__init__(daemon=True)
+        self.d, self.chain, self.rng = d, chain, random.Random(seed)
+        self.stop = threading.Event()
+        self.actions: Counter[str] = Counter()
+        self.errors = 0
+
+    def run(self) -> None:
+        model = DemoTraffic(self.d, self.rng, users=TRAFFIC_KEYS)
+        seen = 0
+        while not self.stop.wait(0.05):
+            reorgs = sum(self.chain.reorgs.values())
+            if reorgs != seen:
+                seen, model = reorgs, DemoTraffic(self.d, self.rng, users=TRAFFIC_KEYS)
+            try:
+                self.actions[model.step()] += 1
+            except Exception:  # a reorg dropped it, or the model did not foresee a revert
+                self.errors += 1
+                model = DemoTraffic(self.d, self.rng, users=TRAFFIC_KEYS)
 
 
 class PushKiller:
@@ -215,6 +243,8 @@ def test_soak_pusher_reorgs_and_leader_kills_pay_each_reward_once(
         cfg.write_text(cfg.read_text().replace(anvil.url, rpc_proxy.url))
     chain = Chain(anvil, d, seed + 1)
     chain.start()
+    traffic = Traffic(d, chain, seed + 3)
+    traffic.start()
     procs = [Daemon(cfg, "--no-http") for _ in range(2)]
     daemons.extend(procs)
     pushers = PushKiller(cfg, random.Random(seed + 2), tmp_path)
@@ -237,6 +267,8 @@ def test_soak_pusher_reorgs_and_leader_kills_pay_each_reward_once(
             pushers.tick()
             time.sleep(rng.uniform(0.1, 0.5))
     finally:
+        traffic.stop.set()
+        traffic.join(timeout=60)
         chain.stop.set()
         chain.join()
         pushers.close()
@@ -251,6 +283,8 @@ def test_soak_pusher_reorgs_and_leader_kills_pay_each_reward_once(
         "daemon_kills": kills,
         "pusher_kills_by_step": dict(sorted(pushers.kills.items())),
         "rewards_queued": queued,
+        "traffic": dict(sorted(traffic.actions.items())),
+        "traffic_dropped": traffic.errors,
         "leader_takeovers": sum(
             1 for p in daemons for e in p.events() if e.get("event") == "leader"
         ),
