@@ -264,6 +264,7 @@ class ChainFollower:
         if fetched.quarantined:
             metrics.QUARANTINED.labels(self.spec.name).inc(len(fetched.quarantined))
         metrics.CHECKPOINT_BLOCK.labels(self.spec.name).set(last)
+        metrics.CHECKPOINT_TIME.labels(self.spec.name).set(batch.head.timestamp)
         metrics.LAG_BLOCKS.labels(self.spec.name).set(max(head - last, 0))
         log.info(
             "batch_committed",

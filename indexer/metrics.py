@@ -11,6 +11,11 @@ HEAD_BLOCK = Gauge("indexer_head_block", "Latest block number reported by the no
 CHECKPOINT_BLOCK = Gauge("indexer_checkpoint_block", "Highest committed block", ["chain"])
 FINALIZED_BLOCK = Gauge("indexer_finalized_block", "Finalized block number", ["chain"])
 LAG_BLOCKS = Gauge("indexer_lag_blocks", "Head minus checkpoint", ["chain"])
+CHECKPOINT_TIME = Gauge(
+    "indexer_checkpoint_timestamp_seconds",
+    "Block timestamp of the checkpoint (time() minus it: the lag in seconds, per chain)",
+    ["chain"],
+)
 NODE_BEHIND = Gauge(
     "indexer_node_behind_blocks",
     "Blocks the node's head is below our checkpoint with the same hashes (0: not behind)",

@@ -148,7 +148,7 @@ def test_prometheus_rules_cover_the_required_alerts() -> None:
         assert name in by_name, name
     exprs = " ".join(r["expr"] for r in rules)
     for metric in (
-        "indexer_lag_blocks",
+        "indexer_checkpoint_timestamp_seconds",
         "indexer_halted",
         "indexer_reorg_depth_blocks_bucket",
         "indexer_rpc_requests_total",
