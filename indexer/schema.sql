@@ -522,3 +522,68 @@ CREATE OR REPLACE VIEW rewardsync_api.sync_status AS
         SELECT depth, detected_at FROM public.reorgs x WHERE x.chain_id = c.chain_id
         ORDER BY x.id DESC LIMIT 1
     ) r ON true;
+
+-- Campaign budgets as the chain and the queue see them: the last allocation (it overwrites the
+-- remaining budget), what was pushed since (remaining = allocation - pushed since, NULL when
+-- uncapped), pushed in all, queued and in flight in our queue, and whether it was deactivated.
+CREATE OR REPLACE VIEW rewardsync_api.campaign_budgets AS
+    WITH last_alloc AS (
+        SELECT DISTINCT ON (chain_id, contract, campaign_id, token)
+               chain_id, contract AS bank, campaign_id, token, budget, block_number, log_index
+        FROM public.campaign_budgets
+        ORDER BY chain_id, contract, campaign_id, token, block_number DESC, log_index DESC
+    )
+    SELECT a.chain_id, a.bank, a.campaign_id, a.token,
+           a.budget = 2::numeric ^ 256 - 1 AS uncapped,
+           CASE WHEN a.budget = 2::numeric ^ 256 - 1 THEN NULL
+                ELSE a.budget - coalesce((
+                    SELECT sum(p.total_amount) FROM public.rewards_pushed p
+                    WHERE p.chain_id = a.chain_id AND p.contract = a.bank
+                      AND p.campaign_id = a.campaign_id AND p.token = a.token
+                      AND (p.block_number, p.log_index) > (a.block_number, a.log_index)), 0)
+           END AS remaining,
+           coalesce((SELECT sum(p.total_amount) FROM public.rewards_pushed p
+                     WHERE p.chain_id = a.chain_id AND p.contract = a.bank
+                       AND p.campaign_id = a.campaign_id AND p.token = a.token), 0) AS pushed,
+           coalesce((SELECT sum(r.amount) FROM public.rewards r
+                     WHERE r.chain_id = a.chain_id AND r.bank = a.bank AND r.status = 'pending'
+                       AND r.campaign_id = a.campaign_id AND r.token = a.token), 0) AS queued,
+           coalesce((SELECT sum(r.amount) FROM public.rewards r
+                     WHERE r.chain_id = a.chain_id AND r.bank = a.bank AND r.status = 'pushed'
+                       AND r.campaign_id = a.campaign_id AND r.token = a.token), 0) AS in_flight,
+           EXISTS (SELECT 1 FROM public.campaign_deactivations d
+                   WHERE d.chain_id = a.chain_id AND d.contract = a.bank
+                     AND d.campaign_id = a.campaign_id) AS deactivated
+    FROM last_alloc a;
+
+-- Savings circles: per chama its members, contributions, payouts (the current round is the
+-- next one) and whether it completed; per member what they put in and received.
+CREATE OR REPLACE VIEW rewardsync_api.chama_stats AS
+    SELECT c.chain_id, c.contract, c.chama_id, c.name, c.creator, c.contribution_amount,
+           (SELECT count(*) FROM public.chama_members m
+            WHERE m.chain_id = c.chain_id AND m.contract = c.contract AND m.chama_id = c.chama_id)
+               AS members,
+           coalesce((SELECT sum(x.amount) FROM public.contributions x
+                     WHERE x.chain_id = c.chain_id AND x.contract = c.contract
+                       AND x.chama_id = c.chama_id), 0) AS contributed,
+           coalesce((SELECT sum(p.amount) FROM public.payouts p
+                     WHERE p.chain_id = c.chain_id AND p.contract = c.contract
+                       AND p.chama_id = c.chama_id), 0) AS paid_out,
+           (SELECT count(*) FROM public.payouts p
+            WHERE p.chain_id = c.chain_id AND p.contract = c.contract AND p.chama_id = c.chama_id)
+               + 1 AS current_round,
+           EXISTS (SELECT 1 FROM public.chama_completions z
+                   WHERE z.chain_id = c.chain_id AND z.contract = c.contract
+                     AND z.chama_id = c.chama_id) AS completed
+    FROM public.chamas c;
+
+CREATE OR REPLACE VIEW rewardsync_api.chama_member_stats AS
+    SELECT m.chain_id, m.contract, m.chama_id, m.member,
+           coalesce((SELECT sum(x.amount) FROM public.contributions x
+                     WHERE x.chain_id = m.chain_id AND x.contract = m.contract
+                       AND x.chama_id = m.chama_id AND x.contributor = m.member), 0)
+               AS contributed,
+           coalesce((SELECT sum(p.amount) FROM public.payouts p
+                     WHERE p.chain_id = m.chain_id AND p.contract = m.contract
+                       AND p.chama_id = m.chama_id AND p.recipient = m.member), 0) AS received
+    FROM public.chama_members m;

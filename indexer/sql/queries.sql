@@ -153,7 +153,9 @@ BEGIN
         CREATE ROLE rewardsync_backend NOLOGIN;
     END IF;
     GRANT USAGE ON SCHEMA rewardsync_api TO rewardsync_reader, rewardsync_backend;
-    GRANT SELECT ON rewardsync_api.sync_status TO rewardsync_reader, rewardsync_backend;
+    GRANT SELECT ON rewardsync_api.sync_status, rewardsync_api.campaign_budgets,
+        rewardsync_api.chama_stats, rewardsync_api.chama_member_stats
+        TO rewardsync_reader, rewardsync_backend;
     REVOKE ALL ON FUNCTION rewardsync_api.enqueue_reward(bigint, text, text, text, text, numeric, text) FROM PUBLIC;
     REVOKE ALL ON FUNCTION rewardsync_api.reward_status(text) FROM PUBLIC;
     REVOKE ALL ON FUNCTION rewardsync_api.wallet_overview(text) FROM PUBLIC;

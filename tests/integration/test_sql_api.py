@@ -140,3 +140,58 @@ async def test_api_roles_reach_the_api_and_nothing_else(db_dsn: str) -> None:
         await admin.execute(f"DROP OWNED BY {backend}; DROP OWNED BY {reader}")
         await admin.execute(f"DROP ROLE {backend}; DROP ROLE {reader}")
         await admin.close()
+
+
+async def _event(
+    con: asyncpg.Connection, table: str, block: int, index: int, **cols: object
+) -> None:
+    """One synthetic event row (base columns filled in)."""
+    names = ["chain_id", "block_number", "block_hash", "tx_hash", "log_index", "contract", *cols]
+    values = [31337, block, "0x" + "aa" * 32, "0x" + "bb" * 32, index, BANK.lower(), *cols.values()]
+    marks = ", ".join(f"${i + 1}" for i in range(len(values)))
+    await con.execute(f"INSERT INTO {table} ({', '.join(names)}) VALUES ({marks})", *values)
+
+
+async def test_campaign_budgets_and_chama_views_follow_the_events(db_dsn: str) -> None:
+    """remaining = last allocation - what was pushed after it; pushed in all, queued and
+    deactivation; chama members, contributions, payouts, round and completion per chama and
+    per member."""
+    con = await asyncpg.connect(db_dsn)
+    try:
+        token = TOKEN.lower()
+        await _event(con, "campaign_budgets", 10, 0, campaign_id=CAMPAIGN, token=token, budget=100)
+        await _event(con, "rewards_pushed", 11, 0, campaign_id=CAMPAIGN, token=token,
+                     nonce="0x" + "01" * 32, total_amount=30, count=2)  # fmt: skip
+        await _event(con, "campaign_budgets", 12, 0, campaign_id=CAMPAIGN, token=token, budget=50)
+        await _event(con, "rewards_pushed", 13, 0, campaign_id=CAMPAIGN, token=token,
+                     nonce="0x" + "02" * 32, total_amount=20, count=1)  # fmt: skip
+        await enqueue(con, "budget-q", amount=9)
+        row = await con.fetchrow("SELECT * FROM rewardsync_api.campaign_budgets")
+        assert (row["remaining"], row["pushed"], row["queued"], row["uncapped"]) == (
+            30,
+            50,
+            9,
+            False,
+        )
+        assert row["deactivated"] is False
+        await _event(con, "campaign_deactivations", 14, 0, campaign_id=CAMPAIGN)
+        assert await con.fetchval("SELECT deactivated FROM rewardsync_api.campaign_budgets")
+
+        a, b = "0x" + "a1" * 20, "0x" + "b2" * 20
+        await _event(con, "chamas", 20, 0, chama_id=1, name="Umoja", creator=a,
+                     contribution_amount=5)  # fmt: skip
+        await _event(con, "chama_members", 20, 1, chama_id=1, member=a)
+        await _event(con, "chama_members", 21, 0, chama_id=1, member=b)
+        await _event(con, "contributions", 22, 0, chama_id=1, contributor=a, amount=5, timestamp=1)
+        await _event(con, "contributions", 22, 1, chama_id=1, contributor=b, amount=5, timestamp=1)
+        await _event(con, "payouts", 23, 0, chama_id=1, recipient=a, amount=10, cycle_number=1)
+        chama = await con.fetchrow("SELECT * FROM rewardsync_api.chama_stats")
+        assert (chama["members"], chama["contributed"], chama["paid_out"]) == (2, 10, 10)
+        assert (chama["current_round"], chama["completed"]) == (2, False)
+        members = {
+            r["member"]: (r["contributed"], r["received"])
+            for r in await con.fetch("SELECT * FROM rewardsync_api.chama_member_stats")
+        }
+        assert members == {a: (5, 10), b: (5, 0)}
+    finally:
+        await con.close()
