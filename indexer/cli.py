@@ -16,6 +16,7 @@ import gc
 import json
 import os
 import sys
+import time
 import traceback
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -46,7 +47,7 @@ app = typer.Typer(
     name="indexer",
     help="rewardsync: index reward contracts into PostgreSQL and keep it in sync with the chain.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # indexer --install-completion
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # help texts are plain: "[signer]" is a TOML table, not markup
 )
@@ -287,19 +288,33 @@ def backfill(
 @app.command()
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    watch: Annotated[
+        float | None,
+        typer.Option("--watch", help="Refresh every SECONDS until Ctrl-C (screen cleared)."),
+    ] = None,
 ) -> None:
     """Per chain: checkpoint, head, lag, finalized, last reorg, health; rewards; discrepancies.
     Exit 4 when a chain is halted, unreachable or lags past ready_max_lag_blocks (for scripts)."""
     from indexer import ops  # noqa: PLC0415 (heavy: see the imports)
 
     settings = _settings()
-    report = _run(lambda: ops.status(settings))
-    if as_json:
-        typer.echo(json.dumps(report, indent=2, default=str))
-    else:
-        typer.echo(ops.format_status(report))
-    healthy = all(c["healthy"] for c in report["chains"])
-    raise typer.Exit(EXIT_OK if healthy else EXIT_UNHEALTHY)
+    if watch is not None and watch <= 0:
+        _fail(EXIT_USAGE, "--watch must be > 0 seconds")
+    while True:
+        report = _run(lambda: ops.status(settings))
+        if watch is not None and sys.stdout.isatty():
+            typer.echo("\x1b[2J\x1b[H", nl=False)
+        if as_json:
+            typer.echo(json.dumps(report, indent=2 if watch is None else None, default=str))
+        else:
+            typer.echo(ops.format_status(report))
+        healthy = all(c["healthy"] for c in report["chains"])
+        if watch is None:
+            raise typer.Exit(EXIT_OK if healthy else EXIT_UNHEALTHY)
+        try:
+            time.sleep(watch)
+        except KeyboardInterrupt:
+            raise typer.Exit(EXIT_OK if healthy else EXIT_UNHEALTHY) from None
 
 
 @app.command()

@@ -75,3 +75,31 @@ def test_check_passes_on_a_sound_deployment_and_names_each_failure(
     empty = indexer(cfg, "check")
     assert empty.code == 4
     assert lines(empty.stdout)["database"].startswith("FAIL database has no rewardsync schema")
+
+
+def test_status_watch_refreshes_until_interrupted(
+    deployment: deploy.Deployment, make_config: Callable[..., Path]
+) -> None:
+    """`status --watch 0.3 --json` prints a fresh report every 0.3 s; Ctrl-C ends it with the
+    health exit code (4 here: nothing is indexed yet)."""
+    import json  # noqa: PLC0415
+    import signal  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    from tests.harness import INDEXER_BIN, ROOT, _env  # noqa: PLC0415
+
+    cfg = make_config()
+    assert indexer(cfg, "migrate").code == 0
+    proc = subprocess.Popen(
+        [INDEXER_BIN, "--config", str(cfg), "--log-format", "json", "status", "--json",
+         "--watch", "0.3"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=_env(None), cwd=ROOT, text=True,
+    )  # fmt: skip
+    time.sleep(4)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=20)
+    reports = [json.loads(ln) for ln in out.splitlines() if ln.startswith("{")]
+    assert len(reports) >= 2, out
+    assert all(r["chains"][0]["name"] == "local" for r in reports)
+    assert proc.returncode == 4
