@@ -80,6 +80,8 @@ def test_k8s_manifests_load_with_required_fields() -> None:
         "PodDisruptionBudget",
         "ServiceMonitor",
         "PrometheusRule",
+        "Namespace",
+        "NetworkPolicy",
     }
     for kind, doc in docs.items():
         assert doc["apiVersion"], kind
@@ -112,6 +114,10 @@ def test_k8s_deployment_runs_two_replicas_with_probes() -> None:
     assert svc["selector"] == dep["selector"]["matchLabels"]
     assert docs["PodDisruptionBudget"]["spec"]["selector"] == dep["selector"]
     assert docs["ServiceMonitor"]["spec"]["endpoints"][0]["port"] == svc["ports"][0]["name"]
+    policy = docs["NetworkPolicy"]["spec"]
+    assert policy["podSelector"]["matchLabels"] == dep["selector"]["matchLabels"]
+    assert [p["port"] for rule in policy["ingress"] for p in rule["ports"]] == [port]
+    assert docs["Namespace"]["metadata"]["name"] == docs["Kustomization"]["namespace"]
 
 
 def test_k8s_configmap_holds_a_valid_config_without_secrets() -> None:
