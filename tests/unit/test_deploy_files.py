@@ -234,6 +234,8 @@ def test_systemd_unit_is_hardened_and_restarts() -> None:
     assert svc["ExecStartPre"].endswith(" migrate")
     assert svc["ExecStart"].endswith(" run")
     assert int(svc["TimeoutStopSec"]) > 10
+    assert svc["MemoryMax"].endswith("G")
+    assert "LoadCredential=signer.key:" in (DEPLOY / "systemd" / "rewardsync.service").read_text()
     assert unit["Install"]["WantedBy"] == "multi-user.target"
 
 
