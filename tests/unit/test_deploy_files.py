@@ -320,3 +320,17 @@ def test_compose_stack_is_consistent() -> None:
     settings = config.load(COMPOSE / "rewardsync.toml", env)
     assert settings.service.metrics_listen == ("0.0.0.0", int(port))
     assert settings.chains[0].rpc_urls == ("https://mainnet.example/v3/key",)
+
+
+def test_docs_name_only_tests_that_exist() -> None:
+    """Every `tests/…py::name` (or `test_x.py::name`) the docs cite is a test function of that
+    file (docs that point at a renamed test would prove nothing)."""
+    cited = 0
+    for doc in [*(ROOT / "docs").glob("*.md"), ROOT / "README.md"]:
+        for path, name in re.findall(r"`((?:tests/[\w/]+/)?test_\w+\.py)::(\w+)", doc.read_text()):
+            files = [ROOT / path] if "/" in path else list((ROOT / "tests").rglob(path))
+            assert len(files) == 1, (doc.name, path)
+            source = files[0].read_text()
+            assert re.search(rf"^(async )?def {name}\b", source, re.M), (doc.name, path, name)
+            cited += 1
+    assert cited >= 20
