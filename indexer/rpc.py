@@ -80,6 +80,8 @@ _T = TypeVar("_T")
 
 GROW_AFTER_SUCCESSES: Final = 10
 MAX_RESPONSE_BYTES: Final = 64 * 1024 * 1024
+# Addresses per eth_getLogs: public providers refuse or slow down on thousands in one filter.
+ADDRESS_CHUNK: Final = 500
 _READ_CHUNK: Final = 1 << 16
 _HEADERS: Final = {"Content-Type": "application/json", "Accept": "application/json"}
 
@@ -110,6 +112,7 @@ class RpcClient:
         chain_id: int | None = None,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
         endpoint_ids: Sequence[int] | None = None,
+        address_chunk: int = ADDRESS_CHUNK,
     ) -> None:
         if not urls:
             raise ValueError("RpcClient needs at least one URL")
@@ -134,6 +137,7 @@ class RpcClient:
         self._current = 0
         self._session: aiohttp.ClientSession | None = None
         self._max_response_bytes = max_response_bytes
+        self._address_chunk = max(1, address_chunk)
         # Endpoint identity: with ``chain_id`` set, an endpoint serves no request before its
         # eth_chainId said that id, and is asked again after any failure (a load balancer may
         # come back pointing elsewhere); a wrong answer takes it out of rotation for good.
@@ -512,10 +516,17 @@ class RpcClient:
                 span = min(span, self._max_batch_size - 1)
             to = from_block + span - 1
             numbers = list(range(from_block, to + 1)) if full_headers else [to]
-            calls: list[tuple[str, list[Any]]] = []
-            if addrs:  # an empty address list would mean "every contract" to the node
-                flt = {"fromBlock": hex(from_block), "toBlock": hex(to), "address": addrs}
-                calls.append(("eth_getLogs", [flt]))
+            # Many contracts (thousands of factory-made banks): one eth_getLogs per chunk of
+            # addresses, all in the same batch to the same endpoint as the headers; an empty
+            # address list would mean "every contract" to the node, so none is sent then.
+            chunks = [
+                addrs[i : i + self._address_chunk]
+                for i in range(0, len(addrs), self._address_chunk)
+            ]
+            calls: list[tuple[str, list[Any]]] = [
+                ("eth_getLogs", [{"fromBlock": hex(from_block), "toBlock": hex(to), "address": c}])
+                for c in chunks
+            ]
             calls.extend(("eth_getBlockByNumber", [hex(n), False]) for n in numbers)
             try:
                 results = await self._run(calls, single=False)
@@ -524,8 +535,11 @@ class RpcClient:
                 continue
             if span >= limit:
                 self._note_success()
-            logs_raw = results[0] if addrs else []
-            headers_raw = dict(zip(numbers, results[1:] if addrs else results, strict=True))
+            answers = results[: len(chunks)]
+            if not all(isinstance(a, list) for a in answers):
+                self._counted_error("eth_getLogs result is not a list")
+            logs_raw = [lg for a in answers for lg in a]  # validate_range orders and dedups
+            headers_raw = dict(zip(numbers, results[len(chunks) :], strict=True))
             try:
                 return validate_range(
                     from_block,

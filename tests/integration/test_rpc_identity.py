@@ -109,3 +109,28 @@ async def test_oversized_answer_is_cut_while_read(anvil: Anvil) -> None:
         with pytest.raises(RangeLimitError, match="larger than 1048576 bytes"):
             await rpc.get_logs(max(0, head - 7), head, ["0x" + "11" * 20])
         assert rpc.log_range == 1
+
+
+async def test_address_chunks_fetch_exactly_what_one_filter_does(anvil: Anvil) -> None:
+    """Thousands of banks: addresses go in chunks, one eth_getLogs each, in the same batch as
+    the headers. On a chain of six emitting contracts, chunks of 1 and 4 give exactly the logs
+    one filter gives (order and all), for full and sparse headers alike."""
+    from tests.integration.test_rpc_anvil import EMITTER, emit  # noqa: PLC0415
+    from tests.integration.test_rpc_anvil import deploy as deploy_code  # noqa: PLC0415
+
+    contracts = [deploy_code(anvil, EMITTER) for _ in range(6)]
+    for i in range(12):
+        emit(anvil, contracts[i % 6], bytes([i]) * 8)
+        emit(anvil, contracts[(i * 5) % 6], bytes([i + 1]) * 8)
+    head = anvil.block_number()
+    results = {}
+    for chunk in (500, 4, 1):
+        async with RpcClient([anvil.url], address_chunk=chunk, log_range=64, **FAST) as rpc:
+            results[chunk] = (
+                await rpc.get_logs(0, head, contracts),
+                (await rpc.get_range(0, head, contracts, full_headers=True)).logs,
+            )
+    assert len(results[500][0]) == 24
+    assert results[500][0] == results[500][1]
+    assert results[4] == results[500]
+    assert results[1] == results[500]
