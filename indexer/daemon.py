@@ -24,7 +24,6 @@ from indexer import db, metrics
 from indexer.config import Settings
 from indexer.driver import run_follower
 from indexer.errors import DatabaseUnavailable, IndexerError, NotLeader
-from indexer.follower import Step
 from indexer.runtime import (
     SINK_APP_NAME,
     ChainRuntime,
@@ -34,6 +33,7 @@ from indexer.runtime import (
     on_stop,
     open_chain,
 )
+from indexer.types import Step
 
 if TYPE_CHECKING:
     from indexer.service import ReadyCheck
@@ -228,7 +228,7 @@ async def _reconcile_loop(
     node or database hiccup must not stop the followers."""
     from indexer.reconcile import Reconciler  # noqa: PLC0415 (exit mode and backfill never load it)
 
-    reconciler = Reconciler(pool, rt.settings, rt.rpc, rt.follower)
+    reconciler = Reconciler(pool, rt.settings, rt.rpc, rt.watch)
     try:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):

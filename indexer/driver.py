@@ -18,8 +18,9 @@ import structlog
 from indexer import metrics
 from indexer.db import CLIENT_DATA_ERRORS, CONNECTION_ERRORS
 from indexer.errors import InvalidRpcData, NotLeader, RangeLimitError, Retryable
-from indexer.follower import ChainFollower, Step
+from indexer.follower import ChainFollower
 from indexer.jsonrpc import backoff_delay
+from indexer.types import Step
 
 log = structlog.get_logger()
 

@@ -20,12 +20,12 @@ import structlog
 from indexer.config import ChainSettings
 from indexer.crosscheck import refetch as refetch_range
 from indexer.db import Conn, Q
-from indexer.follower import ChainFollower
 from indexer.rpc import RpcClient
 from indexer.settlement import Judge, Verdict
 from indexer.sink import rebuild_balances
 from indexer.types import BlockHeader
 from indexer.verify import expected_rows, insert_rows, stored_rows, table_columns
+from indexer.watch import Watchlist
 
 log = structlog.get_logger()
 
@@ -133,7 +133,7 @@ class Fixer:
         pool: asyncpg.Pool,
         chain: ChainSettings,
         rpc: RpcClient,
-        follower: ChainFollower,
+        watch: Watchlist,
         *,
         lock_key: int,
         start_block: int,
@@ -141,7 +141,7 @@ class Fixer:
         self.pool = pool
         self.chain = chain
         self.rpc = rpc
-        self.follower = follower
+        self.watch = watch
         self.lock_key = lock_key
         self.start_block = start_block
 
@@ -159,7 +159,7 @@ class Fixer:
         async with self.pool.acquire() as con, con.transaction():
             await con.execute(Q["rc_lock"], self.lock_key)
             await con.fetchrow(Q["lock_checkpoint"], self.chain.chain_id)
-            columns = table_columns(self.follower.registry)
+            columns = table_columns(self.watch.registry)
             for address, rows in missing.items():  # rows that differ stay for verify
                 n = await insert_rows(con, self.chain.chain_id, rows, columns)
                 if n:
@@ -254,9 +254,9 @@ class Fixer:
                 self.pool,
                 self.rpc,
                 self.chain,
-                self.follower.registry,
+                self.watch.registry,
                 (f.fix.first, f.fix.last),
-                addresses=self.follower.watched(),
+                addresses=self.watch.addresses(),
             )
             actions[f.subject] = "fixed: range fetched again" if changed else "refetched"
         return actions
@@ -265,12 +265,12 @@ class Fixer:
         """Canonical rows of ``address``'s events at or below ``last`` that no table holds at
         their chain position (refetched from the node; ``last`` is final, so they stay)."""
         first = self.start_block
-        f = self.follower
-        await f.load_children()
-        columns = table_columns(f.registry)
+        await self.watch.ensure_loaded()
+        registry = self.watch.registry
+        columns = table_columns(registry)
         expected, _ = await expected_rows(
             rpc=self.rpc,
-            registry=f.registry,
+            registry=registry,
             chain_id=self.chain.chain_id,
             first=first,
             last=last,

@@ -27,6 +27,7 @@ from indexer import metrics
 from indexer.decode import AbiRegistry, Event, Undecodable
 from indexer.errors import InvalidRpcData, LaggingNode
 from indexer.rpc import RpcClient
+from indexer.sink import Batch
 from indexer.types import BlockHeader, RawLog
 from indexer.watch import Watchlist
 
@@ -50,6 +51,23 @@ class Fetched:
     headers: dict[int, BlockHeader] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
     quarantined: list[Undecodable] = field(default_factory=list)
+
+    def batch(self, chain_id: int, parent: tuple[int, str | None], finalized: int) -> Batch:
+        """What the sink commits: every header of a full range, those carrying logs (and the
+        last) of a sparse one."""
+        numbers = range(self.first, self.last + 1) if self.full else sorted(self.headers)
+        return Batch(
+            chain_id=chain_id,
+            from_block=self.first,
+            to_block=self.last,
+            parent=parent,
+            head=self.headers[self.last],
+            headers=[self.headers[n] for n in numbers],
+            events=self.events,
+            quarantined=self.quarantined,
+            finalized=finalized,
+            header_by_number=self.headers,
+        )
 
 
 class RangeLoader:

@@ -24,9 +24,9 @@ from indexer.checkpoint import CheckpointStore
 from indexer.config import ChainSettings, Settings
 from indexer.driver import run_follower
 from indexer.errors import IndexerError, SignerNotAuthorized, UsageError
-from indexer.follower import Step
 from indexer.rpc import RpcClient
 from indexer.sink import PostgresSink
+from indexer.types import Step
 from indexer.verify import Diff, repair_range, table_columns, verify_range
 
 if TYPE_CHECKING:
@@ -148,17 +148,16 @@ async def _progress(store: CheckpointStore, last: int, stop: asyncio.Event) -> N
 
 
 async def _verify(pool: asyncpg.Pool, rt: runtime.ChainRuntime, first: int, last: int) -> Diff:
-    f = rt.follower
-    await f.load_children()
+    await rt.watch.ensure_loaded()
     return await verify_range(
         pool=pool,
         rpc=rt.rpc,
-        registry=f.registry,
+        registry=rt.watch.registry,
         chain_id=rt.settings.chain_id,
         first=first,
         last=last,
-        addresses=f.watched(),
-        table_columns=table_columns(f.registry),
+        addresses=rt.watch.addresses(),
+        table_columns=table_columns(rt.watch.registry),
     )
 
 
@@ -170,17 +169,16 @@ async def verify(
     async with _pool(settings) as pool, runtime.open_chain(chain, pool) as rt:
         if not repair:
             return await _verify(pool, rt, first, last)
-        f = rt.follower
-        await f.load_children()
+        await rt.watch.ensure_loaded()
         diff = await repair_range(
             pool=pool,
             rpc=rt.rpc,
-            registry=f.registry,
+            registry=rt.watch.registry,
             chain_id=chain.chain_id,
             first=first,
             last=last,
-            addresses=f.watched(),
-            table_columns=table_columns(f.registry),
+            addresses=rt.watch.addresses(),
+            table_columns=table_columns(rt.watch.registry),
         )
         if not diff.clean:
             log.warning("verify_repaired", chain=chain.name, **diff.as_dict())
@@ -407,7 +405,7 @@ async def reconcile(
     async with _pool(settings, "indexer-reconcile") as pool:
         for chain in chains:
             async with runtime.open_chain(chain, pool) as rt:
-                reconciler = Reconciler(pool, chain, rt.rpc, rt.follower)
+                reconciler = Reconciler(pool, chain, rt.rpc, rt.watch)
                 try:
                     reports.append(await reconciler.run_once(fix=fix))
                 finally:

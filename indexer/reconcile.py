@@ -62,9 +62,9 @@ from indexer.fixes import (
     SettleBatch,
     UnsettleBatch,
 )
-from indexer.follower import ChainFollower
 from indexer.rpc import RpcClient
 from indexer.types import BlockHeader
+from indexer.watch import Watchlist
 
 log = structlog.get_logger()
 
@@ -146,16 +146,16 @@ class Reconciler:
     """Compares one chain's database with its contracts' views at a finalized block."""
 
     def __init__(
-        self, pool: asyncpg.Pool, chain: ChainSettings, rpc: RpcClient, follower: ChainFollower
+        self, pool: asyncpg.Pool, chain: ChainSettings, rpc: RpcClient, watch: Watchlist
     ) -> None:
         self.pool = pool
         self.chain = chain
         self.rpc = rpc
-        self.follower = follower
+        self.watch = watch
         self.lock_key = (LOCK_NAMESPACE << 48) | (chain.chain_id & 0xFFFF_FFFF_FFFF)
         self.crosscheck = CrossChecker(chain)
         self.fixer = Fixer(
-            pool, chain, rpc, follower, lock_key=self.lock_key, start_block=self._start_block()
+            pool, chain, rpc, watch, lock_key=self.lock_key, start_block=self._start_block()
         )
         self.pushpull = _contracts_with(chain, "getPendingAmount")
         self.chamas = _contracts_with(chain, "getTotalContributed")
@@ -476,9 +476,9 @@ class Reconciler:
                 and (r := parse_subject(row["subject"])) is not None
             ]
             wanted = self.crosscheck.ranges(self._start_block(), final, still_open)
-        await self.follower.load_children()
+        await self.watch.ensure_loaded()
         diffs = await self.crosscheck.check(
-            self.pool, wanted, addresses=self.follower.watched(), primary=self.rpc.endpoint
+            self.pool, wanted, addresses=self.watch.addresses(), primary=self.rpc.endpoint
         )
         checked["ranges_cross_checked"] = len(wanted)
         return [

@@ -25,10 +25,11 @@ from indexer.checkpoint import CheckpointStore
 from indexer.config import DEFAULT_ABI_DIR, ChainSettings, SignerSettings
 from indexer.decode import AbiRegistry
 from indexer.errors import DatabaseUnavailable, Retryable
-from indexer.follower import ChainFollower, FollowerSpec
+from indexer.follower import ChainFollower
 from indexer.rpc import RpcClient
 from indexer.sink import PostgresSink
-from indexer.watch import FactoryWatch
+from indexer.types import FactoryWatch, FollowerSpec
+from indexer.watch import Watchlist
 
 if TYPE_CHECKING:
     from indexer.pusher import Pusher
@@ -93,6 +94,11 @@ class ChainRuntime:
     rpc: RpcClient
     follower: ChainFollower
     leader: bool = False
+
+    @property
+    def watch(self) -> Watchlist:
+        """What the chain watches (shared by the follower, verify and the reconciler)."""
+        return self.follower.watch
 
 
 @contextlib.asynccontextmanager

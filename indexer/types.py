@@ -4,6 +4,7 @@ Addresses and hashes are lowercase ``0x`` hex strings, normalised once at the RP
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -90,3 +91,47 @@ class Receipt:
     block_hash: str
     gas_used: int
     logs: tuple[RawLog, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FactoryWatch:
+    """Children of a factory: the factory ABI's event whose ``parameter`` is a new address."""
+
+    factory_abi: str
+    event: str
+    parameter: str
+    child_abi: str
+
+
+class Step(enum.Enum):
+    """What one step did; the driver decides sleep / continue / stop from it."""
+
+    ADVANCED = "advanced"
+    NOTHING_NEW = "nothing_new"
+    WAITING = "waiting"  # the node is behind us: wait, never roll back
+    REWOUND = "rewound"
+    HALTED = "halted"
+    DONE = "done"
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    step: Step
+    first: int | None = None
+    last: int | None = None
+    rows: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FollowerSpec:
+    """What a follower needs from the configuration of its chain."""
+
+    name: str
+    chain_id: int
+    start_block: int
+    max_reorg_depth: int
+    batch_blocks: int
+    finality: str  # "tag": the node's finalized block when it has one; "depth": head - depth
+    addresses: dict[str, str]  # static address -> ABI name
+    factories: tuple[FactoryWatch, ...] = ()
+    until_block: int | None = None

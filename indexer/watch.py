@@ -11,21 +11,10 @@ what the canonical chain created. A child is watched from the block of its creat
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from indexer.catalogue import column_name
 from indexer.checkpoint import CheckpointStore
 from indexer.decode import AbiRegistry, Event, EventSpec
-
-
-@dataclass(frozen=True, slots=True)
-class FactoryWatch:
-    """Children of a factory: the factory ABI's event whose ``parameter`` is a new address."""
-
-    factory_abi: str
-    event: str
-    parameter: str
-    child_abi: str
+from indexer.types import FactoryWatch
 
 
 class Watchlist:

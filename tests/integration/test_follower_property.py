@@ -36,9 +36,10 @@ from indexer import db
 from indexer.checkpoint import CheckpointStore
 from indexer.decode import AbiRegistry
 from indexer.errors import DatabaseUnavailable, Retryable
-from indexer.follower import ChainFollower, FollowerSpec, Step, StepResult
+from indexer.follower import ChainFollower
 from indexer.rpc import RpcClient
 from indexer.sink import Batch, CheckpointMoved, CommitResult, PostgresSink
+from indexer.types import FollowerSpec, Step, StepResult
 from tests.fakes.chain import (
     CONTRACT,
     ScriptedChain,
