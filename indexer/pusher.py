@@ -17,37 +17,35 @@ same account nonce when it stays unmined, take a successful receipt carrying the
 reverted batch back to draft; (4) fill account-nonce gaps the node lacks (resend the recorded
 transaction, or a no-op self-transfer).
 
-A transaction the node refuses ("insufficient funds", "fee too low", ...) never entered a pool,
-so its account nonce is released (the batch is a draft again); "already known" and "nonce too
-low" are not refusals. Two pushers never share a reward (row locks), never both sign a draft
-(the lease token), nor an account nonce (an advisory lock per sender).
+Transactions (record before broadcast, rebroadcast, replacement, nonce gaps) are the
+sender's outbox's (``indexer.outbox``). Two pushers never share a reward (row locks), never
+both sign a draft (the lease token), nor an account nonce (an advisory lock per sender).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import groupby
-from typing import Any, Final
+from typing import Any
 
 import asyncpg
 import structlog
 from eth_abi.abi import encode
 from eth_account import Account
-from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
 from indexer import failpoints, metrics
 from indexer.config import ChainSettings, SignerSettings, default_max_fee_gwei
 from indexer.db import CONNECTION_ERRORS, Q, nonce_salt
 from indexer.eip712 import Reward, batch_content, batch_nonce, sign_reward_batch
-from indexer.errors import LaggingNode, Retryable, RpcError, SignerNotAuthorized
+from indexer.errors import LaggingNode, Retryable, SignerNotAuthorized
+from indexer.outbox import REBROADCAST_S, REFUSAL_BACKOFF_S, Outbox, refusal_wait_s
 from indexer.rpc import ExecutionReverted, RpcClient
 from indexer.settlement import REWARDS_PUSHED, Judge
 from indexer.types import BlockHeader, Receipt
@@ -60,31 +58,13 @@ PUSH_REWARDS = keccak(
     text="pushRewards(bytes32,address,(address,uint256)[],bytes32,uint256,bytes)"
 )[:4]
 TAKE_LIMIT = 5_000  # rewards taken per round
-REBROADCAST_S = 3.0
-FEE_BUMP = 1.25  # replacement fees (nodes require at least +10 %)
 GAS_MARGIN = 1.25
-DEFAULT_TIP = 1_000_000_000
 ROLE_TTL_S = (300.0, 30.0)  # how long a role check holds: granted, missing
 # New batches are made only when the index is this close to the head, so that a push the
 # index has not seen yet (a restored backup's original) cannot be missed by the interlock.
 PUSH_MAX_LAG_BLOCKS = 5
 # P7: RPC and database faults are retried next round, never an exit.
 _RETRIED: tuple[type[BaseException], ...] = (Retryable, *CONNECTION_ERRORS)
-REFUSAL_BACKOFF_S = (15, 30, 60, 120, 300, 600)
-# What a node says when it did NOT take a transaction into its pool (the account nonce stays
-# free). "already known", "nonce too low", "already imported" mean it has it or mined it.
-_REFUSED: Final = re.compile(
-    r"insufficient funds|fee too low|underpriced|less than (the )?block base fee|"
-    r"intrinsic gas too low|exceeds block gas limit|gas limit reached|tip above fee cap|"
-    r"max fee per gas less than|invalid sender|transaction type not supported",
-    re.IGNORECASE,
-)
-_KNOWN: Final = re.compile(r"already known|known transaction|nonce too low|already imported")
-
-
-def is_refusal(message: str) -> bool:
-    """Whether a node's answer to ``eth_sendRawTransaction`` means "not taken" (nonce free)."""
-    return not _KNOWN.search(message.lower()) and bool(_REFUSED.search(message))
 
 
 def _error_selectors(abi: tuple[dict[str, Any], ...]) -> dict[str, str]:
@@ -94,12 +74,6 @@ def _error_selectors(abi: tuple[dict[str, Any], ...]) -> dict[str, str]:
             sig = f"{entry['name']}({','.join(i['type'] for i in entry.get('inputs', []))})"
             out["0x" + keccak(text=sig)[:4].hex()] = str(entry["name"])
     return out
-
-
-def _sender_lock_key(chain_id: int, sender: str) -> int:
-    return int.from_bytes(
-        keccak(text=f"rewardsync.sender.{chain_id}.{sender}")[:8], "big", signed=True
-    )
 
 
 def configured_banks(chain: ChainSettings) -> list[str]:
@@ -140,17 +114,15 @@ class Pusher:
         self.chain = chain
         self.settings = signer
         self._signer_key = signer.key.reveal()
-        self._sender_key = (signer.sender_key or signer.key).reveal()
         self.signer = Account.from_key(self._signer_key).address.lower()
-        self.sender = Account.from_key(self._sender_key).address.lower()
         self.errors = _error_selectors(bank_abi)
-        self.lock_key = _sender_lock_key(chain.chain_id, self.sender)
         gwei = signer.max_fee_gwei or default_max_fee_gwei(chain.chain_id)
-        self.max_fee = int(gwei * 1_000_000_000)
+        sender_key = (signer.sender_key or signer.key).reveal()
+        self.outbox = Outbox(pool, rpc, chain, sender_key, int(gwei * 1_000_000_000))
+        self.sender = self.outbox.sender
         self.judge = Judge(pool, rpc, chain)
         self._roles: dict[str, tuple[bool, float]] = {}
         self._salt: bytes | None = None
-        self._gap_seen: dict[int, float] = {}
         self._senders: dict[str, str | None] = {}  # tx hash -> from, of foreign pushes
         self.paused: str | None = None
 
@@ -232,7 +204,7 @@ class Pusher:
             signed += outcome == "signed"
             refused += outcome == "refused"
         broadcast = await self._watch_pending()
-        await self._fill_gaps()
+        await self.outbox.fill_gaps()
         await self._update_metrics()
         return PushRound(created, signed, broadcast, refused, settled)
 
@@ -400,7 +372,7 @@ class Pusher:
             await self._refused(draft["id"], self._error_name(exc), draft["deadline"])
             return "refused"
         await failpoints.hit("pusher.after_sign")
-        recorded = await self._record(
+        recorded = await self.outbox.record(
             draft["id"], draft["bank"], data, int(gas * GAS_MARGIN), lease=lease
         )
         if recorded is None:
@@ -408,7 +380,7 @@ class Pusher:
             return "lost"
         raw, tx_hash = recorded
         await failpoints.hit("pusher.after_record")
-        await self._broadcast(draft["id"], raw, tx_hash, first=True)
+        await self.outbox.broadcast(draft["id"], raw, tx_hash, first=True)
         await failpoints.hit("pusher.after_broadcast")
         log.info(
             "reward_batch_sent",
@@ -427,7 +399,7 @@ class Pusher:
         """Record a refusal; the draft waits (backoff) and keeps its nonce (P4)."""
         async with self.pool.acquire() as con, con.transaction():
             attempts = await con.fetchval(Q["count_refusal"], batch_id)
-            wait = REFUSAL_BACKOFF_S[min(attempts - 1, len(REFUSAL_BACKOFF_S) - 1)]
+            wait = refusal_wait_s(attempts)
             await con.execute(Q["batch_note"], batch_id, error, wait)
             await con.execute(Q["rewards_error"], batch_id, error)
         metrics.PUSHER_ERRORS.labels(self.chain.name, error.split("(", maxsplit=1)[0]).inc()
@@ -439,89 +411,6 @@ class Pusher:
             retry_in_s=wait,
             deadline=deadline,
         )
-
-    async def _fees(self) -> tuple[int, int]:
-        """(max fee, priority fee) for a new transaction, both within the fee cap."""
-        base, tip = await self.rpc.fee_data()
-        prio = min(tip if tip is not None else DEFAULT_TIP, self.max_fee)
-        return min(2 * base + prio, self.max_fee), prio
-
-    async def _record(
-        self,
-        batch_id: int,
-        bank: str,
-        data: bytes,
-        gas: int,
-        *,
-        lease: int | None = None,
-        replacing: asyncpg.Record | None = None,
-        fees: tuple[int, int] | None = None,
-    ) -> tuple[str, str] | None:
-        """Sign the transaction and record it, under the sender lock, before any broadcast.
-
-        A first signature needs our ``lease`` on the draft; a replacement needs the pending
-        row to still carry the transaction it replaces. None when that no longer holds."""
-        node_nonce = await self.rpc.transaction_count(self.sender, "pending")
-        max_fee, prio = fees or await self._fees()
-        async with self.pool.acquire() as con, con.transaction():
-            await con.execute(Q["sender_lock"], self.lock_key)
-            if replacing is not None:
-                nonce = int(replacing["sender_nonce"])
-            else:
-                used = await con.fetchval(Q["max_sender_nonce"], self.chain.chain_id, self.sender)
-                nonce = max(node_nonce, (used + 1) if used is not None else 0)
-            tx = {
-                "type": 2,
-                "chainId": self.chain.chain_id,
-                "nonce": nonce,
-                "to": to_checksum_address(bank),
-                "data": "0x" + data.hex(),
-                "value": 0,
-                "gas": gas,
-                "maxFeePerGas": max_fee,
-                "maxPriorityFeePerGas": prio,
-            }
-            signed = Account.sign_transaction(tx, self._sender_key)
-            raw = "0x" + bytes(signed.raw_transaction).hex()
-            tx_hash = "0x" + bytes(signed.hash).hex()
-            args = (batch_id, raw, tx_hash, self.sender, nonce, max_fee, prio)
-            if replacing is not None:
-                done = await con.fetchval(Q["record_replacement"], *args, replacing["tx_hash"])
-            else:
-                done = await con.fetchval(Q["record_signed"], *args, "0x" + data.hex(), gas, lease)
-        return (raw, tx_hash) if done is not None else None
-
-    async def _broadcast(self, batch_id: int, raw: str, tx_hash: str, *, first: bool) -> bool:
-        """Hand the raw transaction to the node. A first broadcast the node refuses frees the
-        account nonce: the batch is a draft again (same batch nonce), retried with backoff."""
-        try:
-            await self.rpc.send_raw_transaction(bytes.fromhex(raw[2:]))
-        except ExecutionReverted as exc:
-            log.info("broadcast_refused", chain=self.chain.name, batch=batch_id, error=str(exc))
-        except RpcError as exc:
-            message = str(exc)
-            if first and is_refusal(message):
-                await self._unsign(batch_id, tx_hash, message)
-                return False
-            # "already known" / "nonce too low": the node has it or it was mined; watch decides.
-            log.info("broadcast_refused", chain=self.chain.name, batch=batch_id, error=message)
-        except Retryable as exc:
-            log.warning("broadcast_failed", chain=self.chain.name, batch=batch_id, error=str(exc))
-            return False
-        async with self.pool.acquire() as con:
-            await con.execute(Q["mark_broadcast"], batch_id)
-        return True
-
-    async def _unsign(self, batch_id: int, tx_hash: str, message: str) -> None:
-        error = f"transaction refused by the node: {message[:200]}"
-        async with self.pool.acquire() as con, con.transaction():
-            attempts = await con.fetchval(Q["count_refusal"], batch_id)
-            wait = REFUSAL_BACKOFF_S[min(attempts - 1, len(REFUSAL_BACKOFF_S) - 1)]
-            done = await con.fetchval(Q["unsign_batch"], batch_id, tx_hash, error, wait)
-            if done is not None:
-                await con.execute(Q["rewards_error"], batch_id, error)
-        metrics.PUSHER_ERRORS.labels(self.chain.name, "node_refused").inc()
-        log.warning("reward_batch_tx_refused", chain=self.chain.name, batch=batch_id, error=message)
 
     async def _watch_pending(self) -> int:
         async with self.pool.acquire() as con:
@@ -538,7 +427,7 @@ class Pusher:
             age = (now - row["submitted_at"]).total_seconds() if row["submitted_at"] else 0
             if age > self.settings.replace_after_s:
                 stuck += 1
-                outcome = await self._replace(row)
+                outcome = await self.outbox.replace(row)
                 if outcome == "replaced":
                     sent += 1
                     continue
@@ -547,7 +436,9 @@ class Pusher:
                 row["broadcast_at"] is None
                 or (now - row["broadcast_at"]).total_seconds() > REBROADCAST_S
             ):
-                sent += await self._broadcast(row["id"], row["raw_tx"], row["tx_hash"], first=False)
+                sent += await self.outbox.broadcast(
+                    row["id"], row["raw_tx"], row["tx_hash"], first=False
+                )
         metrics.PUSHER_STUCK.labels(self.chain.name).set(stuck)
         metrics.PUSHER_FEE_CAPPED.labels(self.chain.name).set(capped)
         if capped:
@@ -606,84 +497,6 @@ class Pusher:
         except ExecutionReverted as exc:
             return self._error_name(exc)
         return None
-
-    async def _replace(self, row: asyncpg.Record) -> str:
-        """Same account nonce, fees raised (never above the cap): the stuck transaction is
-        replaced, re-recorded first. "capped" when the cap leaves no room for a bump a node
-        accepts (+10 %): the same transaction is rebroadcast instead."""
-        old_fee, old_prio = int(row["max_fee"]), int(row["priority_fee"])
-        max_fee, prio = await self._fees()
-        max_fee = min(max(max_fee, int(old_fee * FEE_BUMP) + 1), self.max_fee)
-        prio = min(max(prio, int(old_prio * FEE_BUMP) + 1), max_fee)
-        if max_fee < int(old_fee * 1.1) + 1 or prio < int(old_prio * 1.1) + 1:
-            return "capped"
-        recorded = await self._record(
-            row["id"],
-            row["bank"],
-            bytes.fromhex(row["call_data"][2:]),
-            row["gas_limit"],
-            replacing=row,
-            fees=(max_fee, prio),
-        )
-        if recorded is None:
-            return "lost"
-        raw, tx_hash = recorded
-        log.warning(
-            "reward_batch_replaced", chain=self.chain.name, batch=row["id"], tx_hash=tx_hash
-        )
-        await self._broadcast(row["id"], raw, tx_hash, first=False)
-        return "replaced"
-
-    async def _fill_gaps(self) -> None:
-        """Account nonces between the node's next one and our highest open one that no open
-        batch holds (its transaction was refused, or its batch was settled by another
-        transaction) stall every later batch: after a second look, each is filled by a no-op
-        self-transfer; a recorded one the node lacks is resent."""
-        pending = await self.rpc.transaction_count(self.sender, "pending")
-        async with self.pool.acquire() as con, con.transaction():
-            await con.execute(Q["sender_lock"], self.lock_key)
-            rows = await con.fetch(
-                Q["open_sender_nonces"], self.chain.chain_id, self.sender, pending
-            )
-        held = {int(r["sender_nonce"]): r for r in rows}
-        if not held:
-            self._gap_seen.clear()
-            return
-        now = time.monotonic()
-        missing = [k for k in range(pending, max(held)) if k not in held]
-        self._gap_seen = {k: self._gap_seen.get(k, now) for k in missing}
-        if pending in held:
-            r = held[pending]
-            await self._broadcast(r["id"], r["raw_tx"], r["tx_hash"], first=False)
-            metrics.PUSHER_NONCE_GAPS.labels(self.chain.name, "resend").inc()
-        for k in missing:
-            if now - self._gap_seen[k] < REBROADCAST_S:
-                continue  # seen for the first time: another pusher may be recording it
-            await self._send_noop(k)
-            self._gap_seen.pop(k, None)
-
-    async def _send_noop(self, nonce: int) -> None:
-        max_fee, prio = await self._fees()
-        tx = {
-            "type": 2,
-            "chainId": self.chain.chain_id,
-            "nonce": nonce,
-            "to": to_checksum_address(self.sender),
-            "value": 0,
-            "gas": 21_000,
-            "maxFeePerGas": max_fee,
-            "maxPriorityFeePerGas": prio,
-        }
-        signed = Account.sign_transaction(tx, self._sender_key)
-        try:
-            await self.rpc.send_raw_transaction(bytes(signed.raw_transaction))
-        except RpcError as exc:
-            log.warning(
-                "nonce_gap_fill_refused", chain=self.chain.name, nonce=nonce, error=str(exc)
-            )
-            return
-        metrics.PUSHER_NONCE_GAPS.labels(self.chain.name, "noop").inc()
-        log.warning("nonce_gap_filled", chain=self.chain.name, nonce=nonce, sender=self.sender)
 
     async def _update_metrics(self) -> None:
         cid, name = self.chain.chain_id, self.chain.name

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from indexer.config import default_max_fee_gwei
-from indexer.pusher import is_refusal
+from indexer.outbox import is_refusal
 
 
 @pytest.mark.parametrize(
