@@ -9,5 +9,6 @@ implementation of starting anvil and PostgreSQL, deploying the contracts and mak
 - ``devchain``: anvil and a throwaway (or kept) PostgreSQL cluster as child processes.
 - ``contracts``: deploy and drive the project's contracts with sync web3.py.
 - ``traffic``: seeded, always-valid transactions that emit every watched event.
-- ``app``: the demo itself (setup, daemon in-process, traffic, live view, clean stop).
+- ``app``: the demo itself (setup, daemon in-process, traffic, clean stop).
+- ``view``: what it shows: the live view, start-up facts, the summary.
 """

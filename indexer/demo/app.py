@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import random
 import signal
@@ -38,13 +37,13 @@ from typing import Any, TextIO
 
 import asyncpg
 import structlog
-from prometheus_client import REGISTRY
 
-from indexer import catalogue, daemon, db, metrics, ops
+from indexer import catalogue, daemon, db, ops
 from indexer import config as config_mod
 from indexer import log as log_mod
 from indexer.config import Settings
 from indexer.demo import contracts as dc
+from indexer.demo import view as dv
 from indexer.demo.devchain import ANVIL_DEV_KEYS, Anvil, PgCluster, free_port, pg_home_for
 from indexer.demo.traffic import DEMO_USERS, DemoTraffic
 
@@ -124,19 +123,21 @@ def main(opts: Options, out: TextIO | None = None) -> int:
     try:
         anvil = Anvil.start()
         summary["anvil_pid"] = anvil.proc.pid
-        _say(out, opts, "anvil", pid=anvil.proc.pid, url=anvil.url)
+        dv.say(out, opts.tty, "anvil", pid=anvil.proc.pid, url=anvil.url)
         dsn, pg = _database(opts, out)
         summary["postgres_pid"] = pg.pid() if pg is not None else None
         code = asyncio.run(_run(opts, anvil, dsn, out, summary))
     except (KeyboardInterrupt, asyncio.CancelledError):
-        _line(sys.stderr, "interrupted")
+        dv.line(sys.stderr, "interrupted")
         code = 130
     except DemoError as exc:
-        _line(sys.stderr, f"error: {exc}")
+        dv.line(sys.stderr, f"error: {exc}")
         code = 2
     except Exception as exc:  # one line for the user, the traceback in the log
         traceback.print_exc(file=logfile)
-        _line(sys.stderr, f"error: {log_mod.redact(_describe(exc))} (details in {logfile.name})")
+        dv.line(
+            sys.stderr, f"error: {log_mod.redact(dv.describe(exc))} (details in {logfile.name})"
+        )
         code = 1
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the cleanup must run to its end
@@ -148,18 +149,12 @@ def main(opts: Options, out: TextIO | None = None) -> int:
             signal.signal(signal.SIGTERM, previous)
             logfile.close()
     summary["exit_code"] = code
-    _summary(out, opts, summary)
+    dv.summary(out, opts.tty, summary)
     return code
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
-
-
-def _describe(exc: BaseException) -> str:
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        exc = exc.exceptions[0]
-    return f"{type(exc).__name__}: {exc}".splitlines()[0]
 
 
 def _log_to(logfile: TextIO) -> None:
@@ -172,7 +167,7 @@ def _database(opts: Options, out: TextIO) -> tuple[str, PgCluster | None]:
     """``DATABASE_URL`` when set, else a cluster of our own under ``.rewardsync/pg``."""
     url = os.environ.get(config_mod.ENV_DATABASE_URL)
     if url:
-        _say(out, opts, "postgres", url=log_mod.mask_url(url), embedded=False)
+        dv.say(out, opts.tty, "postgres", url=log_mod.mask_url(url), embedded=False)
         return url, None
     home = pg_home_for(opts.home / "pg")
     pg = PgCluster.start(home)
@@ -181,7 +176,7 @@ def _database(opts: Options, out: TextIO) -> tuple[str, PgCluster | None]:
     except BaseException:
         pg.stop()
         raise
-    _say(out, opts, "postgres", pid=pg.pid(), url=pg.dsn(DB_NAME), datadir=str(pg.datadir))
+    dv.say(out, opts.tty, "postgres", pid=pg.pid(), url=pg.dsn(DB_NAME), datadir=str(pg.datadir))
     return pg.dsn(DB_NAME), pg
 
 
@@ -208,9 +203,9 @@ def _stop_processes(
             pg.stop(keep=opts.keep)
             if opts.keep:
                 summary["kept"] = {"datadir": str(pg.datadir), "start": pg.start_command()}
-                _line(out, f"database kept in {pg.datadir} (server stopped); start it with:")
-                _line(out, f"  {pg.start_command()}")
-                _line(out, f"  psql {pg.dsn(DB_NAME)}")
+                dv.line(out, f"database kept in {pg.datadir} (server stopped); start it with:")
+                dv.line(out, f"  {pg.start_command()}")
+                dv.line(out, f"  psql {pg.dsn(DB_NAME)}")
     summary["stopped"] = True
 
 
@@ -237,7 +232,7 @@ async def _run(opts: Options, anvil: Anvil, dsn: str, out: TextIO, summary: dict
         f"http://127.0.0.1:{metrics_port}/metrics",
         out,
     )
-    _say(out, opts, "ready", metrics=demo.metrics_url, config=str(opts.home / "demo.toml"))
+    dv.say(out, opts.tty, "ready", metrics=demo.metrics_url, config=str(opts.home / "demo.toml"))
     pool = await db.create_pool(dsn, app="indexer-demo", size=3)
     try:
         await _run_daemon(demo, pool, quit_)
@@ -334,7 +329,7 @@ async def _run_daemon(demo: Demo, pool: asyncpg.Pool, quit_: asyncio.Event) -> N
         runner = tg.create_task(daemon.run(demo.settings, stop=daemon_stop), name="daemon")
         traffic = tg.create_task(_traffic(demo, pool, quit_), name="traffic")
         down = asyncio.Event()  # the view goes on while the daemon settles and stops
-        view = tg.create_task(_view(demo, pool, down), name="view")
+        view = tg.create_task(dv.view(demo, pool, down), name="view")
         if demo.opts.duration is not None:
             tg.create_task(_timer(demo.opts.duration, quit_), name="timer")
         # While it runs, the daemon's own handler turns Ctrl-C into daemon_stop.
@@ -379,7 +374,7 @@ async def _traffic(demo: Demo, pool: asyncpg.Pool, quit_: asyncio.Event) -> None
             demo.stats.actions[await asyncio.to_thread(model.step)] += 1
         except Exception as exc:  # e.g. a revert the model did not foresee: keep going
             demo.stats.errors += 1
-            demo.stats.last_error = _describe(exc)[:120]
+            demo.stats.last_error = dv.describe(exc)[:120]
             structlog.get_logger().warning("demo_traffic_error", error=demo.stats.last_error)
             model = DemoTraffic(demo.deployment, rng)
         head = await asyncio.to_thread(demo.anvil.block_number)
@@ -395,7 +390,7 @@ async def _traffic(demo: Demo, pool: asyncpg.Pool, quit_: asyncio.Event) -> None
 async def _indexed(block: int, timeout_s: float = 3.0) -> None:
     """Wait (a little) until the in-process follower's checkpoint reaches ``block``."""
     deadline = time.monotonic() + timeout_s
-    while (_gauge("indexer_checkpoint_block", CHAIN) or -1) < block:
+    while (dv.gauge("indexer_checkpoint_block", CHAIN) or -1) < block:
         if time.monotonic() > deadline:
             return
         await asyncio.sleep(0.05)
@@ -445,133 +440,6 @@ async def _settle(demo: Demo, pool: asyncpg.Pool) -> None:
         await asyncio.sleep(0.3)
 
 
-# ---- the live view --------------------------------------------------------------------------
-
-
-async def _view(demo: Demo, pool: asyncpg.Pool, down: asyncio.Event) -> None:
-    """On a TTY a screen redrawn every 0.5 s; otherwise one JSON line every 3 s."""
-    period = 0.5 if demo.opts.tty else 3.0
-    rate = _Rate()
-    while not down.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(down.wait(), period)
-        try:
-            snap = await _snapshot(demo, pool, rate)
-        except _DB_ERRORS as exc:
-            snap = {"error": _describe(exc)}
-        if demo.opts.tty:
-            demo.out.write("\x1b[H\x1b[2J" + _screen(demo, snap) + "\n")
-            demo.out.flush()
-        else:
-            _line(demo.out, json.dumps({"kind": "progress", **snap}, default=str))
-
-
-# What a status read may fail with while the database is busy or restarting: shown, not fatal.
-_DB_ERRORS: tuple[type[BaseException], ...] = (asyncpg.PostgresError, *db.CONNECTION_ERRORS)
-
-
-class _Rate:
-    """Events per second from the in-process ``indexer_events_written_total`` counter."""
-
-    def __init__(self) -> None:
-        self.last: tuple[float, float] | None = None
-
-    def __call__(self, total: float) -> float:
-        now = time.monotonic()
-        last, self.last = self.last, (now, total)
-        if last is None or now <= last[0]:
-            return 0.0
-        return round((total - last[1]) / (now - last[0]), 1)
-
-
-def _gauge(name: str, chain: str) -> int | None:
-    value = REGISTRY.get_sample_value(name, {"chain": chain})
-    return None if value is None else int(value)
-
-
-def _events_written(chain: str) -> float:
-    return sum(
-        s.value
-        for fam in metrics.EVENTS_WRITTEN.collect()
-        for s in fam.samples
-        if s.name.endswith("_total") and s.labels.get("chain") == chain
-    )
-
-
-async def _snapshot(demo: Demo, pool: asyncpg.Pool, rate: _Rate) -> dict[str, Any]:
-    """``indexer status`` from the daemon's own gauges (no extra RPC) and the database."""
-    async with pool.acquire() as con:
-        reorg = await con.fetchrow(db.Q["last_reorg"], CHAIN_ID)
-        reorgs = await con.fetchval("SELECT count(*) FROM reorgs WHERE chain_id = $1", CHAIN_ID)
-        rewards = {r["status"]: r["n"] for r in await con.fetch(db.Q["rewards_by_status"])}
-        discrepancies = await con.fetchval(db.Q["open_discrepancies"])
-    chain = {
-        "name": CHAIN,
-        "head": _gauge("indexer_head_block", CHAIN),
-        "checkpoint": _gauge("indexer_checkpoint_block", CHAIN),
-        "lag": _gauge("indexer_lag_blocks", CHAIN),
-        "finalized": _gauge("indexer_finalized_block", CHAIN),
-        "events_per_s": rate(_events_written(CHAIN)),
-        "reorgs": reorgs,
-        "last_reorg": None
-        if reorg is None
-        else {
-            "depth": reorg["depth"],
-            "common_ancestor": reorg["common_ancestor"],
-            "ago_s": round(time.time() - reorg["detected_at"].timestamp(), 1),
-        },
-    }
-    return {
-        "t": round(time.monotonic() - demo.started, 1),
-        "chains": [chain],
-        "rewards": rewards,
-        "open_discrepancies": discrepancies,
-        "traffic": {
-            "actions": sum(demo.stats.actions.values()),
-            "rewards_queued": demo.stats.rewards_queued,
-            "reorgs_made": demo.stats.reorgs_made,
-            "errors": demo.stats.errors,
-        },
-    }
-
-
-def _screen(demo: Demo, snap: dict[str, Any]) -> str:
-    until = f" of {demo.opts.duration:g}" if demo.opts.duration else ""
-    lines = [
-        f"rewardsync demo  {snap.get('t', 0):.0f} s{until}   Ctrl-C stops   "
-        f"metrics {demo.metrics_url}",
-        "",
-    ]
-    if "error" in snap:
-        return "\n".join([*lines, f"  (status unavailable: {snap['error']})"])
-    lines.append(
-        f"{'chain':<8}{'head':>8}{'checkpoint':>12}{'lag':>6}{'finalized':>11}"
-        f"{'events/s':>10}{'reorgs':>8}  last reorg"
-    )
-    for c in snap["chains"]:
-        r = c["last_reorg"]
-        last = "-" if r is None else f"depth {r['depth']} to #{r['common_ancestor']}, "
-        last += "" if r is None else f"{r['ago_s']:.0f} s ago"
-        lines.append(
-            f"{c['name']:<8}{_s(c['head']):>8}{_s(c['checkpoint']):>12}{_s(c['lag']):>6}"
-            f"{_s(c['finalized']):>11}{c['events_per_s']:>10}{c['reorgs']:>8}  {last}"
-        )
-    rewards = "  ".join(f"{k} {v}" for k, v in sorted(snap["rewards"].items())) or "none yet"
-    t = snap["traffic"]
-    lines += [
-        "",
-        f"rewards      {rewards}",
-        f"discrepancies open: {snap['open_discrepancies']}",
-        f"traffic      {t['actions']} actions, {t['rewards_queued']} rewards queued, "
-        f"{t['reorgs_made']} reorgs made, {t['errors']} refused",
-    ]
-    return "\n".join(lines)
-
-
-def _s(value: object) -> str:
-    return "-" if value is None else str(value)
-
-
 # ---- the end ---------------------------------------------------------------------------------
 
 
@@ -593,7 +461,7 @@ async def _final(demo: Demo, pool: asyncpg.Pool) -> dict[str, Any]:
             "SELECT block_number FROM checkpoints WHERE chain_id = $1", CHAIN_ID
         )
     assert reorgs is not None
-    _line(demo.out, "stopped the daemon; final reconcile and verify ...")
+    dv.line(demo.out, "stopped the daemon; final reconcile and verify ...")
     reports = await ops.reconcile(demo.settings, list(demo.settings.chains))
     chain = demo.settings.chains[0]
     first = demo.deployment.block_number
@@ -622,40 +490,3 @@ async def _final(demo: Demo, pool: asyncpg.Pool) -> dict[str, Any]:
         "verify": {"from": first, "to": checkpoint, "clean": diff.clean, **diff.as_dict()},
         "metrics": demo.metrics_url,
     }
-
-
-# ---- output ----------------------------------------------------------------------------------
-
-
-def _line(out: TextIO, text: str) -> None:
-    out.write(text + "\n")
-    out.flush()
-
-
-def _say(out: TextIO, opts: Options, what: str, **fields: Any) -> None:
-    """A start-up fact: JSON without a TTY (scripts read the pids), a plain line with one."""
-    if opts.tty:
-        _line(out, f"{what}: " + "  ".join(f"{k} {v}" for k, v in fields.items()))
-    else:
-        _line(out, json.dumps({"kind": what, **fields}))
-
-
-def _summary(out: TextIO, opts: Options, summary: dict[str, Any]) -> None:
-    if not opts.tty:
-        _line(out, json.dumps(summary, default=str))
-        return
-    if "events" not in summary:
-        _line(out, f"demo ended (exit {summary['exit_code']})")
-        return
-    _line(out, f"demo ended after {summary['seconds']} s at block {summary['checkpoint']}")
-    _line(out, "events: " + ", ".join(f"{t} {n}" for t, n in summary["events"].items()))
-    r = summary["reorgs"]
-    _line(out, f"reorgs detected and rolled back: {r['detected']} (deepest {r['max_depth']})")
-    _line(out, "rewards: " + ", ".join(f"{k} {v}" for k, v in sorted(summary["rewards"].items())))
-    for rc in summary["reconcile"]:
-        state = "consistent" if rc["consistent"] else f"{len(rc['found'])} discrepancies"
-        _line(out, f"reconcile {rc['chain']} at block {rc['block']}: {state}")
-    v = summary["verify"]
-    _line(out, f"verify {v['from']}..{v['to']}: {'clean' if v['clean'] else 'DIFFERENCES'}")
-    pids = f"anvil pid {summary.get('anvil_pid')}, postgres pid {summary.get('postgres_pid')}"
-    _line(out, f"stopped ({pids}); exit {summary['exit_code']}")
