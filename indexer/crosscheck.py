@@ -22,17 +22,16 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, cast
 
 import asyncpg
 import structlog
 
 from indexer.config import ChainSettings
-from indexer.db import quote_ident
 from indexer.decode import EVENT_TABLE_NAMES, AbiRegistry
 from indexer.rpc import RpcClient
 from indexer.types import RawLog
-from indexer.verify import RepairRaced, repair_range, table_columns
+from indexer.verify import RepairRaced, repair_range, stored_rows, table_columns
 
 log = structlog.get_logger()
 
@@ -96,22 +95,15 @@ def log_keys(logs: Sequence[RawLog]) -> set[LogKey]:
     return {(lg.block_number, lg.log_index, lg.block_hash, lg.tx_hash) for lg in logs}
 
 
+KEY_COLUMNS: Final = ("block_number", "log_index", "block_hash", "tx_hash")
+
+
 async def stored_keys(pool: asyncpg.Pool, chain_id: int, first: int, last: int) -> set[LogKey]:
     """The same identity of every stored row of ``[first, last]``, whatever its table."""
-    out: set[LogKey] = set()
-    async with pool.acquire() as con:
-        for table in EVENT_TABLE_NAMES:
-            rows = await con.fetch(
-                f"SELECT block_number, log_index, block_hash, tx_hash FROM {quote_ident(table)} "
-                "WHERE chain_id = $1 AND block_number BETWEEN $2 AND $3",
-                chain_id,
-                first,
-                last,
-            )
-            out.update(
-                (r["block_number"], r["log_index"], r["block_hash"], r["tx_hash"]) for r in rows
-            )
-    return out
+    rows = await stored_rows(
+        pool, chain_id, first, last, dict.fromkeys(EVENT_TABLE_NAMES, KEY_COLUMNS)
+    )
+    return {cast(LogKey, row) for _, row in rows.values()}
 
 
 class CrossChecker:
@@ -189,7 +181,7 @@ class CrossChecker:
         return diffs
 
 
-async def refetch(
+async def refetch(  # noqa: PLR0913 (the chain context and the range; the rest keyword-only)
     pool: asyncpg.Pool,
     rpc: RpcClient,
     chain: ChainSettings,

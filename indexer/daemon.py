@@ -103,7 +103,7 @@ async def _lead(
     )
 
 
-async def run(
+async def run(  # noqa: PLR0913 (keyword-only options of the run command)
     settings: Settings,
     *,
     chains: list[str] | None = None,

@@ -16,7 +16,7 @@ from typing import TypeAlias
 import asyncpg
 import asyncpg.pool
 
-from indexer.errors import DatabaseUnavailable, SchemaVersionError
+from indexer.errors import DatabaseUnavailable, Retryable, SchemaVersionError
 from indexer.log import mask_url
 
 SCHEMA_VERSION = 3  # 2: meta.nonce_salt, batch count/total/evidence/lease, amount < 2^256;
@@ -66,6 +66,9 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.SerializationError,
     asyncpg.exceptions.DeadlockDetectedError,
 )
+
+# What a task retries at its next round (P7): the RPC's and the database's transient faults.
+TRANSIENT_FAULTS: tuple[type[BaseException], ...] = (Retryable, *CONNECTION_ERRORS)
 
 # asyncpg's client-side encoding errors (a value the column's codec cannot take): DataError
 # for a query argument, a bare OverflowError inside COPY. The first subclasses InterfaceError,

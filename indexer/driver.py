@@ -16,8 +16,8 @@ import asyncpg
 import structlog
 
 from indexer import metrics
-from indexer.db import CLIENT_DATA_ERRORS, CONNECTION_ERRORS
-from indexer.errors import InvalidRpcData, NotLeader, RangeLimitError, Retryable
+from indexer.db import CLIENT_DATA_ERRORS, CONNECTION_ERRORS, TRANSIENT_FAULTS
+from indexer.errors import InvalidRpcData, NotLeader, RangeLimitError
 from indexer.follower import ChainFollower
 from indexer.jsonrpc import backoff_delay
 from indexer.types import Step
@@ -43,7 +43,7 @@ PERSISTENT_FAULTS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.IntegrityConstraintViolationError,
     *CLIENT_DATA_ERRORS,
 )
-_RETRIED: tuple[type[BaseException], ...] = (Retryable, *PERSISTENT_FAULTS, *CONNECTION_ERRORS)
+_RETRIED: tuple[type[BaseException], ...] = (*TRANSIENT_FAULTS, *PERSISTENT_FAULTS)
 
 
 async def run_follower(

@@ -115,7 +115,7 @@ def batch_digest(chain_id: int, bank: str, batch: RewardBatch) -> bytes:
     return keccak(b"\x19\x01" + domain_separator(chain_id, bank) + struct_hash(batch))
 
 
-def reward_batch_digest(
+def reward_batch_digest(  # noqa: PLR0913 (the EIP-712 fields, keyword-only)
     chain_id: int,
     bank: str,
     *,
@@ -131,7 +131,7 @@ def reward_batch_digest(
     )
 
 
-def sign_reward_batch(
+def sign_reward_batch(  # noqa: PLR0913 (the EIP-712 fields, keyword-only)
     private_key: str | bytes,
     chain_id: int,
     bank: str,

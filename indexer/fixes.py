@@ -128,7 +128,7 @@ class Finding:
 class Fixer:
     """Applies findings' fixes for one chain at block B (see the module docstring)."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 (the chain context; the rest keyword-only)
         self,
         pool: asyncpg.Pool,
         chain: ChainSettings,

@@ -89,7 +89,7 @@ async def _follow_until(
     return step
 
 
-async def _lead_or_wait(
+async def _lead_or_wait(  # noqa: PLR0913 (the backfill context; tty keyword-only)
     rt: runtime.ChainRuntime,
     lock: runtime.WriterLock,
     store: CheckpointStore,

@@ -88,7 +88,7 @@ class Outbox:
         prio = min(tip if tip is not None else DEFAULT_TIP, self.max_fee)
         return min(2 * base + prio, self.max_fee), prio
 
-    async def record(
+    async def record(  # noqa: PLR0913 (what a transaction carries; the modes keyword-only)
         self,
         batch_id: int,
         bank: str,

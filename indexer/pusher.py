@@ -42,9 +42,9 @@ from eth_utils.crypto import keccak
 
 from indexer import failpoints, metrics
 from indexer.config import ChainSettings, SignerSettings, default_max_fee_gwei
-from indexer.db import CONNECTION_ERRORS, Q, nonce_salt
+from indexer.db import TRANSIENT_FAULTS, Q, nonce_salt
 from indexer.eip712 import Reward, batch_content, batch_nonce, sign_reward_batch
-from indexer.errors import LaggingNode, Retryable, SignerNotAuthorized
+from indexer.errors import LaggingNode, SignerNotAuthorized
 from indexer.outbox import REBROADCAST_S, REFUSAL_BACKOFF_S, Outbox, refusal_wait_s
 from indexer.rpc import ExecutionReverted, RpcClient
 from indexer.settlement import REWARDS_PUSHED, Judge
@@ -63,8 +63,6 @@ ROLE_TTL_S = (300.0, 30.0)  # how long a role check holds: granted, missing
 # New batches are made only when the index is this close to the head, so that a push the
 # index has not seen yet (a restored backup's original) cannot be missed by the interlock.
 PUSH_MAX_LAG_BLOCKS = 5
-# P7: RPC and database faults are retried next round, never an exit.
-_RETRIED: tuple[type[BaseException], ...] = (Retryable, *CONNECTION_ERRORS)
 
 
 def _error_selectors(abi: tuple[dict[str, Any], ...]) -> dict[str, str]:
@@ -224,7 +222,7 @@ class Pusher:
                         refused=result.refused,
                         settled=result.settled,
                     )
-            except _RETRIED as exc:
+            except TRANSIENT_FAULTS as exc:  # P7: retried next round, never an exit
                 log.warning("push_retry", chain=self.chain.name, error=str(exc) or repr(exc))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.settings.push_interval_s)

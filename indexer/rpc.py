@@ -49,7 +49,7 @@ class RpcClient(Transport):
     """The chain's node, asked in typed calls whose answers are validated (see the module
     docstring; the transport's for retries, failover and errors)."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 (keyword-only limits, each with a default)
         self,
         urls: Sequence[str],
         *,

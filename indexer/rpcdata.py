@@ -230,7 +230,7 @@ def _check_headers(
     return headers
 
 
-def validate_range(
+def validate_range(  # noqa: PLR0913 (the answer of one batch; the checks keyword-only)
     from_block: int,
     to_block: int,
     logs_raw: Any,

@@ -233,7 +233,7 @@ def _mismatch(row: asyncpg.Record, event: RawLog) -> str:
     return ", ".join(problems)
 
 
-async def _discrepancy(
+async def _discrepancy(  # noqa: PLR0913 (the columns of a discrepancy row, keyword-only)
     con: Conn,
     chain_id: int,
     *,

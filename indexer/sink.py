@@ -225,7 +225,7 @@ async def rebuild_balances(con: Conn, chain_id: int, keys: Iterable[tuple[str, s
 NOTIFY_MAX_WALLETS = 100  # NOTIFY payloads must stay under 8000 bytes
 
 
-def _notify_payload(
+def _notify_payload(  # noqa: PLR0913 (the payload fields, keyword-only)
     chain_id: int,
     kind: str,
     *,
@@ -335,7 +335,7 @@ class PostgresSink:
         found = await con.fetch(Q["add_balances"], self.chain_id, batch.from_block, batch.to_block)
         return sorted({r["wallet"] for r in found})
 
-    async def rewind_to(
+    async def rewind_to(  # noqa: PLR0913 (what the reorgs row records, keyword-only)
         self,
         ancestor: BlockHeader | tuple[int, str | None],
         *,

@@ -69,7 +69,7 @@ class Transport:
     RpcError (ExecutionReverted for reverts) at once. Use as an async context manager or call
     :meth:`close`."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 (keyword-only limits, each with a default)
         self,
         urls: Sequence[str],
         *,

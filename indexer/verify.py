@@ -66,7 +66,7 @@ def _norm(value: Any) -> Any:
     return value
 
 
-async def expected_rows(
+async def expected_rows(  # noqa: PLR0913 (keyword-only: the chain context and the range)
     *,
     rpc: RpcClient,
     registry: AbiRegistry,
@@ -117,7 +117,7 @@ async def stored_rows(
     return out
 
 
-async def verify_range(
+async def verify_range(  # noqa: PLR0913 (keyword-only: the chain context and the range)
     *,
     pool: asyncpg.Pool,
     rpc: RpcClient,
@@ -204,7 +204,7 @@ async def insert_rows(
     return inserted
 
 
-async def repair_range(
+async def repair_range(  # noqa: PLR0913 (keyword-only: the chain context, the range and the mode)
     *,
     pool: asyncpg.Pool,
     rpc: RpcClient,
