@@ -36,7 +36,6 @@ what the second look no longer finds is closed with the action taken (``fixed: .
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -45,23 +44,11 @@ import asyncpg
 import structlog
 from eth_hash.auto import keccak
 
-from indexer import metrics
+from indexer import detectors, metrics
 from indexer.config import ChainSettings
 from indexer.crosscheck import CrossChecker, parse_subject
 from indexer.db import Q
-from indexer.fixes import (
-    Acknowledge,
-    FailBatch,
-    Finding,
-    Fixer,
-    FollowBatch,
-    RecomputeBalance,
-    RecordPush,
-    RefetchEvents,
-    RefetchRange,
-    SettleBatch,
-    UnsettleBatch,
-)
+from indexer.fixes import Finding, Fixer, RefetchRange
 from indexer.rpc import RpcClient
 from indexer.types import BlockHeader
 from indexer.watch import Watchlist
@@ -86,7 +73,6 @@ _AGGREGATE3: Final = keccak(b"aggregate3((address,bool,bytes)[])")[:4]
 _REWARDS_PUSHED: Final = (
     "0x" + keccak(b"RewardsPushed(bytes32,address,bytes32,uint256,uint256)").hex()
 )
-_CONFIRMED: Final = ("confirmed", "reconciled")
 
 
 @dataclass(slots=True)
@@ -245,213 +231,45 @@ class Reconciler:
             }
             final = min(b, cp["finalized_block"] if cp["finalized_block"] is not None else -1)
             final_time = await con.fetchval(Q["rc_stored_time_at"], self.chain.chain_id, final)
-        found = await self._check_balances(balances, header, checked)
-        found += await self._check_contributions(contribs, header, checked)
-        found += await self._check_batches(
-            batches, b, cp["block_number"] - self.chain.confirmations, final_time, checked
-        )
-        found += self._check_pushes(pushes, direct, acknowledged, checked)
-        found += [
-            Finding(
-                "status_mismatch",
-                f"reward:{self.chain.chain_id}:{r['external_key']}",
-                f"batch {r['batch_id']} is {r['batch_status'] or 'absent'}: not confirmed",
-                "reward confirmed",
-                FollowBatch(r["id"]),
-            )
-            for r in astray
-        ]
-        checked["rewards_confirmed_astray"] = len(astray)
-        return found
-
-    # ---- checks -------------------------------------------------------------------------
-
-    async def _check_balances(
-        self, rows: Sequence[asyncpg.Record], header: BlockHeader, checked: dict[str, int]
-    ) -> list[Finding]:
+        cid = self.chain.chain_id
         calls = [
             (
                 r["contract"],
                 _GET_PENDING + _encode(["address", "address"], [r["token"], r["wallet"]]),
             )
-            for r in rows
+            for r in balances
         ]
-        tokens = sorted({(r["contract"], r["token"]) for r in rows})
-        calls += [(c, _GET_TOTAL_PENDING + _encode(["address"], [t])) for c, t in tokens]
-        values = await self.views(calls, header.hash)
-        found: list[Finding] = []
-        totals: dict[tuple[str, str], int] = defaultdict(int)
-        for r, chain_value in zip(rows, values, strict=False):
-            events = int(r["events_at_b"])
-            stored = int(r["stored_at_b"])
-            totals[(r["contract"], r["token"])] += events
-            drift = (r["stored_added"], r["stored_claimed"]) != (
-                r["events_added"],
-                r["events_claimed"],
-            )
-            if chain_value == events == stored and not drift:
-                continue
-            key = (r["contract"], r["token"], r["wallet"])
-            found.append(
-                Finding(
-                    "amount_mismatch",
-                    "pending:" + ":".join(key),
-                    str(chain_value),
-                    f"reward_balances {stored}, events {events}",
-                    RecomputeBalance(*key, events_wrong=chain_value != events),
-                )
-            )
-        for (contract, token), chain_value in zip(tokens, values[len(rows) :], strict=True):
-            if chain_value != totals[(contract, token)]:
-                found.append(
-                    Finding(
-                        "amount_mismatch",
-                        f"total_pending:{contract}:{token}",
-                        str(chain_value),
-                        f"events {totals[(contract, token)]}",
-                        RefetchEvents(contract),
-                    )
-                )
-        checked["balances"] = len(rows)
-        checked["total_pending"] = len(tokens)
-        return found
-
-    async def _check_contributions(
-        self, rows: Sequence[asyncpg.Record], header: BlockHeader, checked: dict[str, int]
-    ) -> list[Finding]:
-        calls = [
+        keys = detectors.balance_keys(balances)
+        calls += [(c, _GET_TOTAL_PENDING + _encode(["address"], [t])) for c, t in keys]
+        calls += [
             (
                 r["contract"],
                 _GET_CONTRIBUTED
                 + _encode(["uint256", "address"], [int(r["chama_id"]), r["member"]]),
             )
-            for r in rows
+            for r in contribs
         ]
         values = await self.views(calls, header.hash)
-        checked["contributions"] = len(rows)
-        return [
-            Finding(
-                "contribution_mismatch",
-                f"contribution:{r['contract']}:{int(r['chama_id'])}:{r['member']}",
-                str(value),
-                f"contributions {int(r['total'])}",
-                RefetchEvents(r["contract"]),
-            )
-            for r, value in zip(rows, values, strict=True)
-            if value != int(r["total"])
-        ]
-
-    async def _check_batches(
-        self,
-        rows: Sequence[asyncpg.Record],
-        b: int,
-        confirmed_below: int,
-        final_time: int | None,
-        checked: dict[str, int],
-    ) -> list[Finding]:
-        found: list[Finding] = []
-        for r in rows:
-            subject = f"batch:{self.chain.chain_id}:{r['bank']}:{r['nonce']}"
-            status, event_block = r["status"], r["event_block"]
-            settle = SettleBatch(r["id"], event_block, r["event_tx"])
-            if status in _CONFIRMED:
-                if event_block is None:
-                    if r["block_number"] is None or r["block_number"] <= b:
-                        found.append(await self._missing_on_chain(r, subject, b))
-                elif r["block_number"] != event_block or r["unconfirmed_rewards"]:
-                    found.append(
-                        Finding(
-                            "status_mismatch",
-                            subject,
-                            f"RewardsPushed at block {event_block}, all rewards confirmed",
-                            f"{status} at block {r['block_number']}, "
-                            f"{r['unconfirmed_rewards']} reward(s) not confirmed",
-                            settle,
-                        )
-                    )
-            elif event_block is not None and event_block <= confirmed_below:
-                found.append(
-                    Finding(
-                        "status_mismatch",
-                        subject,
-                        f"RewardsPushed at block {event_block}: confirmed",
-                        status,
-                        settle,
-                    )
-                )
-            elif (
-                status in ("draft", "pending")
-                and not r["event_anywhere"]
-                and r["deadline"] is not None
-                and final_time is not None
-                and r["deadline"] < final_time
-            ):
-                found.append(
-                    Finding(
-                        "status_mismatch",
-                        subject,
-                        f"deadline {r['deadline']} passed at a final block (time {final_time}) "
-                        "without RewardsPushed: failed",
-                        status,
-                        FailBatch(r["id"]),
-                    )
-                )
-        checked["batches"] = len(rows)
-        return found
-
-    async def _missing_on_chain(self, r: asyncpg.Record, subject: str, b: int) -> Finding:
-        """A batch said confirmed without a final event: is the event on chain at all?"""
-        topics = [_REWARDS_PUSHED, None, None, r["nonce"]]
-        logs = await self.rpc.find_logs(r["bank"], topics, self._start_block(), b)
-        if logs:
-            block = logs[0].block_number
-            return Finding(
-                "missing_in_db",
-                subject,
-                f"RewardsPushed at block {block} on chain",
-                "event not in the indexed tables",
-                RefetchEvents(r["bank"]),
-            )
-        return Finding(
-            "missing_on_chain",
-            subject,
-            f"no RewardsPushed at or below block {b}",
-            f"{r['status']} at block {r['block_number']}",
-            UnsettleBatch(r["id"], r["deadline"]),
+        n, k = len(balances), len(keys)
+        found = detectors.balances(balances, values[:n], values[n : n + k])
+        found += detectors.contributions(contribs, values[n + k :])
+        confirmed_below = cp["block_number"] - self.chain.confirmations
+        by_status, ask_chain = detectors.batches(batches, cid, b, confirmed_below, final_time)
+        found += by_status
+        for r in ask_chain:
+            topics = [_REWARDS_PUSHED, None, None, r["nonce"]]
+            logs = await self.rpc.find_logs(r["bank"], topics, self._start_block(), b)
+            found.append(detectors.unseen_push(r, cid, b, logs))
+        found += detectors.pushes(pushes, direct, acknowledged, cid)
+        found += detectors.rewards_astray(astray, cid)
+        checked.update(
+            balances=n,
+            total_pending=k,
+            contributions=len(contribs),
+            batches=len(batches),
+            pushes_unrecorded=len(pushes),
+            rewards_confirmed_astray=len(astray),
         )
-
-    def _check_pushes(
-        self,
-        pushes: Sequence[asyncpg.Record],
-        direct: Sequence[asyncpg.Record],
-        acknowledged: set[str],
-        checked: dict[str, int],
-    ) -> list[Finding]:
-        found = [
-            Finding(
-                "missing_in_db",
-                f"batch:{self.chain.chain_id}:{e['contract']}:{e['nonce']}",
-                f"RewardsPushed at block {e['block_number']}: {int(e['count'])} reward(s), "
-                f"total {int(e['total_amount'])}",
-                "no reward_batches row",
-                RecordPush(dict(e)),
-            )
-            for e in pushes
-        ]
-        for d in direct:
-            subject = f"direct:{self.chain.chain_id}:{d['tx_hash']}:{d['emitter']}:{d['token']}"
-            if subject not in acknowledged:
-                found.append(
-                    Finding(
-                        "missing_in_db",
-                        subject,
-                        f"{int(d['n'])} RewardAdded by {d['emitter']} at block "
-                        f"{d['block_number']}, total {int(d['total'])}",
-                        "no batch accounts for them",
-                        Acknowledge(d["emitter"]),
-                    )
-                )
-        checked["pushes_unrecorded"] = len(pushes)
         return found
 
     async def _cross_check(
