@@ -26,6 +26,7 @@ from indexer.fixes import (
     SettleBatch,
     UnsettleBatch,
 )
+from indexer.settlement import batch_subject
 from indexer.types import RawLog
 
 Row = Mapping[str, Any] | asyncpg.Record  # a query row, or a dict in tests
@@ -90,10 +91,6 @@ def contributions(rows: Sequence[Row], values: Sequence[int]) -> list[Finding]:
     ]
 
 
-def batch_subject(chain_id: int, r: Row) -> str:
-    return f"batch:{chain_id}:{r['bank']}:{r['nonce']}"
-
-
 def batches(
     rows: Sequence[Row],
     chain_id: int,
@@ -107,7 +104,7 @@ def batches(
     found: list[Finding] = []
     ask_chain: list[Row] = []
     for r in rows:
-        subject = batch_subject(chain_id, r)
+        subject = batch_subject(chain_id, r["bank"], r["nonce"])
         status, event_block = r["status"], r["event_block"]
         settle = SettleBatch(r["id"], event_block, r["event_tx"])
         if status in CONFIRMED:
@@ -159,7 +156,7 @@ def unseen_push(r: Row, chain_id: int, b: int, logs: Sequence[RawLog]) -> Findin
     """A batch said confirmed without a RewardsPushed in our tables, given the chain's logs of
     its nonce at or below B: ``missing_in_db`` when the chain has it (the index is
     incomplete), ``missing_on_chain`` when it does not."""
-    subject = batch_subject(chain_id, r)
+    subject = batch_subject(chain_id, r["bank"], r["nonce"])
     if logs:
         return Finding(
             "missing_in_db",
