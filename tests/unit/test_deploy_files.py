@@ -334,3 +334,18 @@ def test_docs_name_only_tests_that_exist() -> None:
             assert re.search(rf"^(async )?def {name}\b", source, re.M), (doc.name, path, name)
             cited += 1
     assert cited >= 20
+
+
+def test_the_module_map_names_every_module() -> None:
+    """docs/architecture.md lists every module of the package (``demo/`` as one row), and no
+    module that is gone."""
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    table = text[text.index("## Module map") : text.index("## The path of one log")]
+    named = set(re.findall(r"`(\w+\.py)`", table))
+    modules = {
+        str(p.relative_to(ROOT / "indexer"))
+        for p in (ROOT / "indexer").rglob("*.py")
+        if p.name not in ("__init__.py", "__main__.py") and "demo" not in p.parts
+    }
+    assert modules <= named, sorted(modules - named)
+    assert named <= modules, sorted(named - modules)
