@@ -116,8 +116,9 @@ def _count_logs(node: Anvil, addresses: list[str], first: int, last: int) -> tup
     return total, added
 
 
-def build(n_events: int, path: Path, meta: Path) -> ChainInfo:
-    """Build a chain of about ``n_events`` watched events and dump it to ``path``."""
+def build(n_events: int, path: Path, meta: Path, wallets: int = USERS) -> ChainInfo:
+    """Build a chain of about ``n_events`` watched events paying ``wallets`` distinct wallets
+    (round robin) and dump it to ``path``."""
     t0 = time.perf_counter()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -134,7 +135,7 @@ def build(n_events: int, path: Path, meta: Path) -> ChainInfo:
         for i in range(n_push):
             rewards = []
             for _ in range(REWARDS_PER_TX):
-                rewards.append((user_address(user % USERS), rng.randint(1, 10**18)))
+                rewards.append((user_address(user % wallets), rng.randint(1, 10**18)))
                 user += 1
             send_tx(node, admin, mtpp, push_calldata(token, rewards))
             if (i + 1) % TXS_PER_BLOCK == 0 or i + 1 == n_push:
@@ -168,14 +169,17 @@ def build(n_events: int, path: Path, meta: Path) -> ChainInfo:
     return info
 
 
-def cached_chain(n_events: int, *, echo: Any = print) -> ChainInfo:
-    """The chain of ``n_events`` events from the cache, built first when missing."""
+def cached_chain(n_events: int, *, wallets: int = USERS, echo: Any = print) -> ChainInfo:
+    """The chain of ``n_events`` events paying ``wallets`` distinct wallets, from the cache,
+    built first when missing."""
     stem = CACHE / f"chain-v{LAYOUT_VERSION}-{n_events}"
+    if wallets != USERS:
+        stem = stem.with_name(f"{stem.name}-w{wallets}")
     path, meta = stem.with_suffix(".state.json"), stem.with_suffix(".meta.json")
     if path.exists() and meta.exists():
         return ChainInfo(**json.loads(meta.read_text()))
-    echo(f"building the {n_events:,}-event chain (once; cached in {CACHE}) ...")
-    info = build(n_events, path, meta)
+    echo(f"building the {n_events:,}-event chain, {wallets:,} wallets (once; in {CACHE}) ...")
+    info = build(n_events, path, meta, wallets)
     echo(f"  built in {info.build_s} s: {info.events:,} events over {info.blocks:,} blocks")
     return info
 

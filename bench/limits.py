@@ -2,11 +2,14 @@
 (so its wall time and peak RSS are its own):
 
 - ``rpc``: a lean aiohttp + orjson client fetching every watched log of the range with
-  ``eth_getLogs``, in the same block spans as the indexer's ``batch_blocks``, nothing else
-  (no validation, no headers, no database): what the node can serve.
+  ``eth_getLogs`` in spans of ``--span`` blocks, ``--inflight`` requests at a time, nothing
+  else (no validation, no headers, no database); bench/run.py keeps the best of 1, 2, 4 and 8
+  in flight: what the node can serve.
 - ``db``: COPY of the same logs, decoded and written by the indexer's own ``sink.write_rows``
-  (headers, events, quarantine) into the same tables of a freshly migrated database; only
-  the COPY transactions are timed: what PostgreSQL can take.
+  (headers, events, quarantine) into the same tables of a freshly migrated database (the
+  sink's write path, CHECKs and indexes included); with ``--bare`` the same COPY text into
+  copies of those tables that keep only their primary key: what PostgreSQL can take. Only the
+  COPY transactions are timed.
 
 Each prints one JSON object on stdout.
 """
@@ -26,7 +29,7 @@ import orjson
 
 from indexer import runtime
 from indexer.config import load
-from indexer.decode import Event, Undecodable
+from indexer.decode import EVENT_TABLE_NAMES, Event, Undecodable
 from indexer.rpcdata import parse_header, parse_log
 from indexer.sink import Batch, write_rows
 from indexer.types import BlockHeader
@@ -54,24 +57,63 @@ async def fetch_logs(
 
 
 async def rpc_limit(
-    url: str, addresses: list[str], first: int, last: int, span: int
+    url: str, addresses: list[str], first: int, last: int, span: int, inflight: int = 1
 ) -> dict[str, Any]:
     t0 = time.perf_counter()
-    events = 0
+    gate = asyncio.Semaphore(inflight)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session:
-        for lo, hi in _spans(first, last, span):
-            events += len(await fetch_logs(session, url, addresses, lo, hi))
-    return {"events": events, "wall_s": time.perf_counter() - t0}
+
+        async def one(lo: int, hi: int) -> int:
+            async with gate:
+                return len(await fetch_logs(session, url, addresses, lo, hi))
+
+        counts = await asyncio.gather(*(one(lo, hi) for lo, hi in _spans(first, last, span)))
+    return {"events": sum(counts), "wall_s": time.perf_counter() - t0}
+
+
+# Every table the sink COPYs into, as a twin with its primary key and nothing else.
+_BARE_TABLES = ("blocks", *EVENT_TABLE_NAMES, "quarantine")
+
+
+async def _bare_twins(con: asyncpg.Connection) -> None:
+    """``bare_<table>``: same columns and defaults, no CHECK, no index but the primary key."""
+    for table in _BARE_TABLES:
+        pk = await con.fetchval(
+            "SELECT pg_get_constraintdef(oid) FROM pg_constraint "
+            "WHERE conrelid = $1::regclass AND contype = 'p'",
+            table,
+        )
+        await con.execute(
+            f"CREATE TABLE bare_{table} (LIKE {table} INCLUDING DEFAULTS INCLUDING GENERATED)"
+        )
+        if pk:
+            await con.execute(f"ALTER TABLE bare_{table} ADD {pk}")
+
+
+class _Bare:
+    """A connection whose COPYs land in the bare twins (``write_rows`` is unchanged)."""
+
+    def __init__(self, con: asyncpg.Connection) -> None:
+        self.con = con
+
+    async def copy_to_table(self, table: str, **kw: Any) -> Any:
+        return await self.con.copy_to_table(f"bare_{table}", **kw)
+
+    async def copy_records_to_table(self, table: str, **kw: Any) -> Any:
+        return await self.con.copy_records_to_table(f"bare_{table}", **kw)
 
 
 async def db_limit(
-    url: str, dsn: str, config: str, first: int, last: int, span: int
+    url: str, dsn: str, config: str, first: int, last: int, span: int, *, bare: bool = False
 ) -> dict[str, Any]:
     settings = load(Path(config))
     chain = settings.chains[0]
     _spec, registry = runtime.follower_spec(chain)
     addresses = sorted({c.address for c in chain.contracts if c.address is not None})
     con = await asyncpg.connect(dsn)
+    if bare:
+        await _bare_twins(con)
+    target: Any = _Bare(con) if bare else con
     copy_s = 0.0
     events = 0
     try:
@@ -107,7 +149,7 @@ async def db_limit(
                 )
                 t0 = time.perf_counter()
                 async with con.transaction():
-                    written = await write_rows(con, batch)
+                    written = await write_rows(target, batch)
                 events += sum(n for table, n in written.items() if table != "blocks")
                 copy_s += time.perf_counter() - t0
     finally:
@@ -122,14 +164,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--first", type=int, required=True)
     p.add_argument("--last", type=int, required=True)
     p.add_argument("--span", type=int, default=2000)
+    p.add_argument("--inflight", type=int, default=1)
+    p.add_argument("--bare", action="store_true")
     p.add_argument("--address", action="append", default=[])
     p.add_argument("--dsn")
     p.add_argument("--config")
     a = p.parse_args(argv)
     if a.kind == "rpc":
-        out = asyncio.run(rpc_limit(a.url, a.address, a.first, a.last, a.span))
+        out = asyncio.run(rpc_limit(a.url, a.address, a.first, a.last, a.span, a.inflight))
     else:
-        out = asyncio.run(db_limit(a.url, a.dsn, a.config, a.first, a.last, a.span))
+        out = asyncio.run(db_limit(a.url, a.dsn, a.config, a.first, a.last, a.span, bare=a.bare))
     sys.stdout.write(orjson.dumps(out).decode() + "\n")
     return 0
 

@@ -1,10 +1,15 @@
 """``make bench``: backfill throughput against the RPC and database limits, follow latency and
 memory, on one machine in one run (see README "Benchmark").
 
-Steps: (1) build or load the cached chain (bench/chain.py); (2) start a throwaway PostgreSQL
-and anvil on the cached state; (3) RPC limit and DB limit (bench/limits.py, subprocesses);
-(4) ``indexer backfill`` of the whole range into a fresh migrated database, a subprocess whose
-wall time and peak RSS (``wait4``) are its own; (5) follow latency: ``indexer run`` on that
+Steps, for each workload (5,000 distinct wallets, then one new wallet per event; ``--wallets``):
+(1) build or load the cached chain (bench/chain.py); (2) start a throwaway PostgreSQL and anvil
+on the cached state; (3) the RPC limit (the best of 1, 2, 4 and 8 ranges in flight) and the
+database figures (the sink's COPY path, and the bare COPY into primary-key-only twins), each
+from bench/limits.py in a subprocess; (4) ``indexer backfill`` of the whole range into a fresh
+migrated database, a subprocess whose wall time and peak RSS (``wait4``) are its own. Every row
+carries the CPU seconds of its own process, of PostgreSQL (postmaster, reaped and live
+backends, from /proc) and of anvil, so the bottleneck shows. Then, on the first workload:
+(5) follow latency: ``indexer run`` on that
 database while anvil mines a block of 200 events every second, from the moment a block is
 mined to the NOTIFY of its commit; (6) with ``--rss``, the backfill again at 5N events.
 Every figure comes from the same run, so ratios hold on any machine.
@@ -33,7 +38,15 @@ import aiohttp
 import asyncpg
 import orjson
 
-from bench.chain import WATCHED, ChainInfo, cached_chain, push_calldata, start_node, user_address
+from bench.chain import (
+    USERS,
+    WATCHED,
+    ChainInfo,
+    cached_chain,
+    push_calldata,
+    start_node,
+    user_address,
+)
 from indexer import db
 from tests.harness import INDEXER_BIN, ChainCfg, write_config
 from tests.procs import ROOT, Anvil, PgCluster
@@ -44,13 +57,60 @@ FOLLOW_EVENTS = 200
 
 @dataclass(frozen=True, slots=True)
 class Measured:
-    """One row of the table."""
+    """One row of the table; ``cpu`` is (this process, PostgreSQL, anvil) CPU seconds."""
 
     name: str
     events: int
     blocks: int
     wall_s: float
     rss_mb: float | None
+    cpu: tuple[float, float, float] | None = None
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _stat(pid: int) -> list[str]:
+    """/proc/<pid>/stat after the command name: [state, ppid, ...]."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    return text[text.rindex(")") + 2 :].split()
+
+
+def process_cpu(pid: int, *, reaped: bool = False) -> float:
+    """CPU seconds (user + system) of ``pid``; with ``reaped`` also of the children it waited
+    for (a PostgreSQL backend's CPU lands in the postmaster's when it exits)."""
+    f = _stat(pid)
+    ticks = int(f[11]) + int(f[12]) + ((int(f[13]) + int(f[14])) if reaped else 0)
+    return ticks / _TICK
+
+
+def pg_cpu(pg: PgCluster) -> float:
+    """CPU seconds of the whole PostgreSQL server so far: the postmaster, the backends it
+    reaped and the processes alive now (background writers, open backends)."""
+    master = pg.pid()
+    assert master is not None
+    total = process_cpu(master, reaped=True)
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError):
+                if int(_stat(int(entry.name))[1]) == master:
+                    total += process_cpu(int(entry.name))
+    return total
+
+
+class CpuMeter:
+    """PostgreSQL's and anvil's CPU seconds spent between ``start`` and ``stop``."""
+
+    def __init__(self, pg: PgCluster, node: Anvil) -> None:
+        self.pg, self.node = pg, node
+        self.t0 = (pg_cpu(pg), process_cpu(node.proc.pid))
+
+    def stop(self, own: float) -> tuple[float, float, float]:
+        return (
+            own,
+            pg_cpu(self.pg) - self.t0[0],
+            process_cpu(self.node.proc.pid) - self.t0[1],
+        )
 
 
 def _env() -> dict[str, str]:
@@ -64,8 +124,9 @@ def _env() -> dict[str, str]:
     return env
 
 
-def run_measured(cmd: list[str], log_path: Path) -> tuple[float, float, str]:
-    """Run ``cmd`` to completion: (wall s, peak RSS MB of that process alone, stdout).
+def run_measured(cmd: list[str], log_path: Path) -> tuple[float, float, str, float]:
+    """Run ``cmd`` to completion: (wall s, peak RSS MB of that process alone, stdout, its CPU
+    seconds).
 
     ``os.wait4`` gives the rusage of exactly this child, unlike RUSAGE_CHILDREN (the maximum
     over every child ever waited for, PostgreSQL's initdb included)."""
@@ -81,7 +142,7 @@ def run_measured(cmd: list[str], log_path: Path) -> tuple[float, float, str]:
         raise RuntimeError(
             f"{cmd[:3]} exited {proc.returncode}; log: {log_path}\n" + log_path.read_text()[-2000:]
         )
-    return wall, usage.ru_maxrss / 1024, out
+    return wall, usage.ru_maxrss / 1024, out, usage.ru_utime + usage.ru_stime
 
 
 async def _create_db(pg: PgCluster, name: str) -> str:
@@ -114,30 +175,56 @@ def _addresses(info: ChainInfo) -> list[str]:
     return [info.addresses[c] for c in WATCHED]
 
 
-def measure_rpc(node: Anvil, info: ChainInfo, tmp: Path) -> Measured:
-    cmd = [
-        sys.executable,
-        "-m",
-        "bench.limits",
-        "rpc",
-        "--url",
-        node.url,
-        "--first",
-        str(info.start_block),
-        "--last",
-        str(info.head),
-        "--span",
-        str(BATCH_BLOCKS),
-    ]
-    for a in _addresses(info):
-        cmd += ["--address", a]
-    _wall, rss, out = run_measured(cmd, tmp / "rpc.log")
-    res = orjson.loads(out)
-    return Measured("RPC limit (eth_getLogs)", res["events"], info.blocks, res["wall_s"], rss)
+INFLIGHT = (1, 2, 4, 8)
 
 
-async def measure_db(pg: PgCluster, node: Anvil, info: ChainInfo, tmp: Path) -> Measured:
-    dsn = await _create_db(pg, "bench_copy")
+def measure_rpc(node: Anvil, pg: PgCluster, info: ChainInfo, tmp: Path) -> list[Measured]:
+    """The lean client at 1, 2, 4 and 8 ranges in flight (spans cut so that each has at least
+    two ranges per request in flight); the fastest is what the node can serve."""
+    rows = []
+    for k in INFLIGHT:
+        span = BATCH_BLOCKS if k == 1 else max(1, -(-info.blocks // (2 * k)))
+        cmd = [
+            sys.executable,
+            "-m",
+            "bench.limits",
+            "rpc",
+            "--url",
+            node.url,
+            "--first",
+            str(info.start_block),
+            "--last",
+            str(info.head),
+            "--span",
+            str(span),
+            "--inflight",
+            str(k),
+        ]
+        for a in _addresses(info):
+            cmd += ["--address", a]
+        meter = CpuMeter(pg, node)
+        _wall, rss, out, cpu = run_measured(cmd, tmp / "rpc.log")
+        res = orjson.loads(out)
+        name = f"RPC: {k} in flight, {span} blocks"
+        rows.append(Measured(name, res["events"], info.blocks, res["wall_s"], rss, meter.stop(cpu)))
+    return rows
+
+
+def best_rpc(rows: list[Measured]) -> Measured:
+    """The RPC limit: the fastest of the in-flight settings."""
+    best = min(rows, key=lambda m: m.wall_s)
+    return Measured(
+        f"RPC limit (best: {best.name[5:]})", best.events, best.blocks, best.wall_s, best.rss_mb,
+        best.cpu,
+    )  # fmt: skip
+
+
+async def measure_db(
+    pg: PgCluster, node: Anvil, info: ChainInfo, tmp: Path, *, bare: bool
+) -> Measured:
+    """COPY of the same rows: into the sink's tables (its write path), or ``bare`` into twins
+    that keep only the primary key (what PostgreSQL can take)."""
+    dsn = await _create_db(pg, "bench_bare" if bare else "bench_copy")
     cfg = _config(tmp, "copy", dsn, node, info, 0.5)
     cmd = [
         sys.executable,
@@ -156,10 +243,13 @@ async def measure_db(pg: PgCluster, node: Anvil, info: ChainInfo, tmp: Path) -> 
         str(info.head),
         "--span",
         str(BATCH_BLOCKS),
+        *(["--bare"] if bare else []),
     ]
-    _wall, rss, out = run_measured(cmd, tmp / "db.log")
+    meter = CpuMeter(pg, node)
+    _wall, rss, out, cpu = run_measured(cmd, tmp / "db.log")
     res = orjson.loads(out)
-    return Measured("DB limit (COPY)", res["events"], info.blocks, res["wall_s"], rss)
+    name = "DB limit (bare COPY, PK only)" if bare else "DB: sink's COPY path"
+    return Measured(name, res["events"], info.blocks, res["wall_s"], rss, meter.stop(cpu))
 
 
 async def measure_backfill(
@@ -203,7 +293,9 @@ async def measure_backfill(
             "--",
             *cmd,
         ]
-    wall, rss, _out = run_measured(cmd, tmp / f"{name}.log")
+    meter = CpuMeter(pg, node)
+    wall, rss, _out, own = run_measured(cmd, tmp / f"{name}.log")
+    cpu = meter.stop(own)
     con = await asyncpg.connect(dsn)
     try:
         n = 0
@@ -227,7 +319,8 @@ async def measure_backfill(
         raise RuntimeError(
             f"backfill stored {n} events up to {cp}; expected {info.events} up to {info.head}"
         )
-    return Measured("indexer backfill", n, info.blocks, wall, None if profile else rss), cfg
+    row = Measured("indexer backfill", n, info.blocks, wall, None if profile else rss, cpu)
+    return row, cfg
 
 
 async def _rpc(session: aiohttp.ClientSession, url: str, method: str, params: list[Any]) -> Any:
@@ -368,14 +461,15 @@ def _median(runs: list[Measured]) -> Measured:
 
 def table(rows: list[Measured], rpc: Measured) -> str:
     out = [
-        f"{'measure':<26} {'events':>9} {'events/s':>10} {'blocks/s':>9} {'wall s':>8} "
-        f"{'peak RSS MB':>12} {'× RPC':>6}"
+        f"{'measure':<36} {'events':>9} {'events/s':>10} {'wall s':>7} {'RSS MB':>7} "
+        f"{'× RPC':>6}  {'CPU s: own':>10} {'PG':>5} {'anvil':>5}"
     ]
     for r in rows:
         rss = f"{r.rss_mb:.0f}" if r.rss_mb is not None else "-"
+        cpu = "{:>10.2f} {:>5.2f} {:>5.2f}".format(*r.cpu) if r.cpu else f"{'-':>10}"
         out.append(
-            f"{r.name:<26} {r.events:>9,} {r.events / r.wall_s:>10,.0f} "
-            f"{r.blocks / r.wall_s:>9,.0f} {r.wall_s:>8.2f} {rss:>12} {r.wall_s / rpc.wall_s:>6.2f}"
+            f"{r.name:<36} {r.events:>9,} {r.events / r.wall_s:>10,.0f} {r.wall_s:>7.2f} "
+            f"{rss:>7} {r.wall_s / rpc.wall_s:>6.2f}  {cpu}"
         )
     return "\n".join(out)
 
@@ -393,57 +487,82 @@ def _services(info: ChainInfo) -> Iterator[tuple[PgCluster, Anvil]]:
         pg.stop()
 
 
+async def _throughput(
+    a: argparse.Namespace, pg: PgCluster, node: Anvil, info: ChainInfo, tmp: Path
+) -> tuple[Measured, Measured, Path]:
+    """The limits and the backfill, interleaved and repeated: this machine's kind (a shared VM)
+    varies by a third from one minute to the next, so each figure is the median of
+    ``--repeat`` runs. Prints the table; returns the RPC limit, the backfill and its config."""
+    runs: dict[str, list[Measured]] = {}
+    limits, backs = [], []
+    cfg = tmp
+    for i in range(a.repeat):
+        rpc_rows = measure_rpc(node, pg, info, tmp)
+        limits.append(best_rpc(rpc_rows))
+        rows = [
+            *rpc_rows,
+            await measure_db(pg, node, info, tmp, bare=False),
+            await measure_db(pg, node, info, tmp, bare=True),
+        ]
+        back_i, cfg = await measure_backfill(pg, node, info, tmp, f"bench_backfill_{i}")
+        backs.append(back_i)
+        for r in [*rows, back_i]:
+            runs.setdefault(r.name, []).append(r)
+    rpc, back = _median(limits), _median(backs)
+    medians = [_median(v) for v in runs.values()]
+    print("")
+    print(table([rpc, *medians], rpc))
+    ratios = ", ".join(f"{b.wall_s / r.wall_s:.2f}×" for r, b in zip(limits, backs, strict=True))
+    assert back.cpu is not None
+    print(
+        f"backfill / RPC limit: {back.wall_s / rpc.wall_s:.2f}× (target ≤ 3×; medians of "
+        f"{a.repeat}; per run: {ratios}); PostgreSQL CPU per 200k events: "
+        f"{back.cpu[1] * 200_000 / back.events:.2f} s (target ≤ 2.5 s)"
+    )
+    return rpc, back, cfg
+
+
 async def _main(a: argparse.Namespace) -> int:
     say = print
     if a.quick:
         a.repeat = 1
-    info = cached_chain(a.events, echo=say)
+    wallets = a.wallets or [USERS, a.events]
+    chains = [cached_chain(a.events, wallets=w, echo=say) for w in wallets]
     big = cached_chain(a.events * 5, echo=say) if a.rss else None
     say(
         f"rewardsync bench — {dt.date.today()} — {platform.node()} ({os.cpu_count()} cores, "
         f"{platform.python_implementation()} {platform.python_version()})"
     )
-    say(
-        f"chain: {info.events:,} events ({info.reward_added:,} RewardAdded) over "
-        f"{info.blocks:,} blocks; batch_blocks {BATCH_BLOCKS}"
-    )
     tmp = Path(tempfile.mkdtemp(prefix="rewardsync-bench-"))
-    with _services(info) as (pg, node):
-        # Interleaved and repeated: this machine's kind (a shared VM) varies by a third from
-        # one minute to the next, so each figure is the median of ``--repeat`` runs.
-        rpcs, dbls, backs = [], [], []
-        cfg = tmp
-        for i in range(a.repeat):
-            rpcs.append(measure_rpc(node, info, tmp))
-            dbls.append(await measure_db(pg, node, info, tmp))
-            back_i, cfg = await measure_backfill(pg, node, info, tmp, f"bench_backfill_{i}")
-            backs.append(back_i)
-        rpc, dbl, back = _median(rpcs), _median(dbls), _median(backs)
+    back = rpc = None
+    for n, (w, info) in enumerate(zip(wallets, chains, strict=True)):
         say("")
-        say(table([rpc, dbl, back], rpc))
         say(
-            f"backfill / RPC limit: {back.wall_s / rpc.wall_s:.2f}× (target ≤ 3×; medians of "
-            f"{a.repeat}; per run: "
-            + ", ".join(f"{b.wall_s / r.wall_s:.2f}×" for r, b in zip(rpcs, backs, strict=True))
-            + ")"
+            f"chain: {info.events:,} events ({info.reward_added:,} RewardAdded to {w:,} distinct "
+            f"wallets) over {info.blocks:,} blocks; batch_blocks {BATCH_BLOCKS}"
         )
-        if a.profile:
-            prof = tmp / "backfill.pyspy.txt"
-            await measure_backfill(pg, node, info, tmp, "bench_profile", profile=prof)
+        with _services(info) as (pg, node):
+            rpc_w, back_w, cfg = await _throughput(a, pg, node, info, tmp)
+            if n > 0:
+                continue
+            rpc, back = rpc_w, back_w
+            if a.profile:
+                prof = tmp / "backfill.pyspy.txt"
+                await measure_backfill(pg, node, info, tmp, "bench_profile", profile=prof)
+                say("")
+                say(summarise_profile(prof))
+                say(f"  (raw profile: {prof})")
+            n_blocks = 10 if a.quick else a.follow_blocks
+            last_db = f"bench_backfill_{a.repeat - 1}"
+            lat = await measure_follow(cfg, pg.dsn(last_db), node, info, n_blocks, tmp)
             say("")
-            say(summarise_profile(prof))
-            say(f"  (raw profile: {prof})")
-        n_blocks = 10 if a.quick else a.follow_blocks
-        last_db = f"bench_backfill_{a.repeat - 1}"
-        lat = await measure_follow(cfg, pg.dsn(last_db), node, info, n_blocks, tmp)
-        say("")
-        say(
-            f"follow latency over {len(lat)} blocks of {FOLLOW_EVENTS} events (poll_interval "
-            f"0.5 s, target p99 < 0.75 s): p50 {_pct(lat, 0.5) * 1000:.0f} ms, "
-            f"p99 {_pct(lat, 0.99) * 1000:.0f} ms, "
-            f"max {max(lat) * 1000:.0f} ms, mean {statistics.fmean(lat) * 1000:.0f} ms"
-        )
-    if big is not None:
+            say(
+                f"follow latency over {len(lat)} blocks of {FOLLOW_EVENTS} events (poll_interval "
+                f"0.5 s, target p99 < 0.75 s): p50 {_pct(lat, 0.5) * 1000:.0f} ms, "
+                f"p99 {_pct(lat, 0.99) * 1000:.0f} ms, "
+                f"max {max(lat) * 1000:.0f} ms, mean {statistics.fmean(lat) * 1000:.0f} ms"
+            )
+    if big is not None and back is not None and rpc is not None:
         with _services(big) as (pg, node):
             back5, _ = await measure_backfill(pg, node, big, tmp, "bench_rss")
         say("")
@@ -451,7 +570,7 @@ async def _main(a: argparse.Namespace) -> int:
         assert back.rss_mb is not None
         assert back5.rss_mb is not None
         say(
-            f"peak RSS at N={info.events:,}: {back.rss_mb:.0f} MB; "
+            f"peak RSS at N={chains[0].events:,}: {back.rss_mb:.0f} MB; "
             f"at 5N={big.events:,}: {back5.rss_mb:.0f} MB "
             f"(+{back5.rss_mb - back.rss_mb:.0f} MB; targets < 250 MB and ≤ +50 MB)"
         )
@@ -464,6 +583,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--events", type=int, default=200_000, help="events on the chain (N)")
     p.add_argument("--quick", action="store_true", help="one run of each, 10 follow blocks (smoke)")
     p.add_argument("--follow-blocks", type=int, default=60)
+    p.add_argument(
+        "--wallets",
+        type=int,
+        action="append",
+        help="distinct wallets paid (repeatable; default: 5,000, then one new wallet per event)",
+    )
     p.add_argument("--repeat", type=int, default=3, help="runs of each limit and backfill")
     p.add_argument(
         "--rss", action="store_true", help="also backfill 5N events (builds a 5N chain once: slow)"

@@ -196,16 +196,23 @@ def check_address(text: str, path: str, problems: Problems) -> str | None:
     return text.lower()
 
 
-def check_url(url: str, path: str, problems: Problems) -> None:
+def check_url(
+    url: str, path: str, problems: Problems, schemes: tuple[str, ...] = ("http", "https")
+) -> None:
     """An RPC URL is never echoed: it often embeds a provider API key."""
     try:
         parts = urlsplit(url)
-        ok = parts.scheme in ("http", "https", "ws", "wss") and bool(parts.hostname)
+        scheme = parts.scheme.lower()
+        ok = scheme in schemes and bool(parts.hostname)
         _ = parts.port  # raises on a malformed port
     except ValueError:
-        ok = False
-    if not ok:
-        problems.add(path, "not an http(s):// or ws(s):// URL")
+        scheme, ok = "", False
+    if ok:
+        return
+    if scheme in ("ws", "wss") and "http" in schemes:
+        problems.add(path, "a ws(s):// URL goes in ws_url (the newHeads subscription)")
+    else:
+        problems.add(path, "not an http(s):// URL" if "http" in schemes else "not a ws(s):// URL")
 
 
 def parse_listen(text: str) -> tuple[str, int] | None:

@@ -29,9 +29,13 @@ for secrets; an unset variable is a problem)::
     [[chains]]                      one table per chain; zero chains is valid (migrate)
     name                  required  unique; used by `--chain` and the env name below
     chain_id              required  unique, > 0; checked against eth_chainId at start
-    rpc_urls              required  non-empty list of http(s):// or ws(s):// URLs, tried in
-                                    order (failover). Env: INDEXER_RPC_URL_<NAME> (name
+    rpc_urls              required  non-empty list of http(s):// URLs, tried in order
+                                    (failover). Env: INDEXER_RPC_URL_<NAME> (name
                                     upper-cased, non-alphanumerics as "_"), comma-separated
+    ws_url                -         ws(s):// URL of the node for an eth_subscribe("newHeads")
+                                    that wakes the follower at once when a block arrives
+                                    (requests still go over rpc_urls); lost or absent: the
+                                    follower polls every poll_interval
     confirmations         table     depth a block needs before the rewards it confirms count
                                     as confirmed (≥ 0); the follower itself indexes up to
                                     the head and rolls reorgs back
@@ -254,6 +258,7 @@ class ChainSettings:
     contracts: tuple[ContractSpec, ...]
     multicall3: str | None
     max_response_bytes: int = 64 * MIB
+    ws_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -364,6 +369,7 @@ _CHAIN_KEYS = (
     "finality",
     "multicall3",
     "max_response_mb",
+    "ws_url",
     "contracts",
 )
 
@@ -383,8 +389,15 @@ def _rpc_urls(sec: Section, name: str, ctx: _Context) -> tuple[str, ...]:
     if not urls:
         ctx.problems.add(key, "no RPC URL given")
     for i, url in enumerate(urls):
-        check_url(url, f"{key}[{i}]", ctx.problems)
+        check_url(url, f"{key}[{i}]", ctx.problems, schemes=("http", "https"))
     return tuple(urls)
+
+
+def _ws_url(sec: Section) -> str | None:
+    url = sec.get_str("ws_url")
+    if url is not None:
+        check_url(url, sec.key("ws_url"), sec.problems, schemes=("ws", "wss"))
+    return url
 
 
 def _multicall3(sec: Section, default: str | None) -> str | None:
@@ -433,6 +446,7 @@ def _chain(sec: Section, ctx: _Context) -> ChainSettings:
         contracts=read_contracts(sec, ctx.base_dir, ctx.abi_dir),
         multicall3=_multicall3(sec, d["multicall3"]),
         max_response_bytes=(sec.get_int("max_response_mb", minimum=1) or 64) * MIB,
+        ws_url=_ws_url(sec),
     )
 
 

@@ -100,6 +100,7 @@ async def _lead(
         poll_interval_s=rt.settings.poll_interval_s,
         exit_when_caught_up=exit_when_caught_up,
         stop=stop,
+        heads=rt.heads,
     )
 
 
@@ -139,6 +140,7 @@ async def run(  # noqa: PLR0913 (keyword-only options of the run command)
             if not exit_when_caught_up:
                 side += [(f"endpoints:{rt.settings.name}", _endpoint_probe(rt)) for rt in runtimes]
             side += [] if exit_when_caught_up else _reconcilers(settings, runtimes, pool)
+            side += [] if exit_when_caught_up else _subscriptions(runtimes)
             results: list[tuple[ChainRuntime, Step]] = []  # stays empty if the grace expired
             with on_stop(shutdown):
                 results = await _run_all(runtimes, dsn, stop, exit_when_caught_up, side)
@@ -184,6 +186,11 @@ def _endpoint_probe(rt: ChainRuntime) -> SideTask:
                 await asyncio.wait_for(stop.wait(), ENDPOINT_PROBE_S)
 
     return probe
+
+
+def _subscriptions(runtimes: Sequence[ChainRuntime]) -> list[tuple[str, SideTask]]:
+    """The newHeads subscription of every chain with a ``ws_url`` (``indexer.heads``)."""
+    return [(f"heads:{rt.settings.name}", rt.heads.run) for rt in runtimes if rt.heads]
 
 
 async def _pushers(

@@ -19,6 +19,7 @@ from indexer import metrics
 from indexer.db import CLIENT_DATA_ERRORS, CONNECTION_ERRORS, TRANSIENT_FAULTS
 from indexer.errors import InvalidRpcData, NotLeader, RangeLimitError
 from indexer.follower import ChainFollower
+from indexer.heads import HeadSubscription
 from indexer.jsonrpc import backoff_delay
 from indexer.types import Step
 
@@ -46,15 +47,20 @@ PERSISTENT_FAULTS: tuple[type[BaseException], ...] = (
 _RETRIED: tuple[type[BaseException], ...] = (*TRANSIENT_FAULTS, *PERSISTENT_FAULTS)
 
 
-async def run_follower(
+async def run_follower(  # noqa: PLR0913 (keyword-only: the loop's knobs)
     follower: ChainFollower,
     *,
     poll_interval_s: float,
     exit_when_caught_up: bool,
     stop: asyncio.Event,
     rng: random.Random | None = None,
+    heads: HeadSubscription | None = None,
 ) -> Step:
     """The driver: sleep on nothing new, back off on Retryable, stop on done, halt or ``stop``.
+
+    With ``heads`` (a chain's ``ws_url``) the sleep on nothing new ends as soon as the node
+    announces a block; ``poll_interval_s`` stays the longest sleep, so a lost subscription
+    only makes the follower as slow as polling.
 
     A lost database connection (any of ``CONNECTION_ERRORS``, also from plain reads) is
     retried like ``Retryable``: the next step re-reads the checkpoint, so a commit whose reply
@@ -64,17 +70,26 @@ async def run_follower(
     Returns the last step (HALTED means the chain is halted; with ``exit_when_caught_up`` the
     caller turns that into a non-zero exit)."""
     try:
-        return await _drive(follower, poll_interval_s, exit_when_caught_up, stop, rng)
+        return await _drive(
+            follower,
+            poll_interval_s=poll_interval_s,
+            exit_when_caught_up=exit_when_caught_up,
+            stop=stop,
+            rng=rng,
+            heads=heads,
+        )
     finally:
         await follower.close()
 
 
-async def _drive(  # noqa: PLR0912 (the loop: one branch per outcome of a step)
+async def _drive(  # noqa: PLR0912, PLR0913 (one branch per outcome; run_follower's knobs)
     follower: ChainFollower,
+    *,
     poll_interval_s: float,
     exit_when_caught_up: bool,
     stop: asyncio.Event,
     rng: random.Random | None,
+    heads: HeadSubscription | None,
 ) -> Step:
     rng = rng or random.Random()
     attempt = 0
@@ -120,7 +135,7 @@ async def _drive(  # noqa: PLR0912 (the loop: one branch per outcome of a step)
         elif step in (Step.NOTHING_NEW, Step.WAITING):
             if exit_when_caught_up and step is Step.NOTHING_NEW:
                 return Step.DONE
-            await _sleep(stop, poll_interval_s)
+            await _until_new_head(stop, heads, poll_interval_s)
     return Step.DONE
 
 
@@ -144,6 +159,22 @@ async def _halt_persistent(follower: ChainFollower, exc: BaseException, tries: i
     follower.set_health(halted=True)
     log.error("chain_halted", chain=follower.spec.name, reason=reason, kind=type(exc).__name__)
     return True
+
+
+async def _until_new_head(
+    stop: asyncio.Event, heads: HeadSubscription | None, seconds: float
+) -> None:
+    """Sleep ``seconds``, waking early on a new head (when subscribed) or when asked to stop."""
+    if heads is None:
+        await _sleep(stop, seconds)
+        return
+    stopping = asyncio.ensure_future(stop.wait())
+    woken = asyncio.ensure_future(heads.wait(seconds))
+    try:
+        await asyncio.wait({stopping, woken}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        woken.cancel()
 
 
 async def _sleep(stop: asyncio.Event, seconds: float) -> None:

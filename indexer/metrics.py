@@ -169,3 +169,12 @@ RPC_ENDPOINT_WRONG_CHAIN = Gauge(
     "1 when the RPC endpoint answered another chain id and was taken out of rotation",
     ["chain", "endpoint"],
 )
+WS_CONNECTED = Gauge(
+    "indexer_ws_connected",
+    "1 while the newHeads subscription of ws_url is open (0: the follower polls)",
+    ["chain"],
+)
+WS_HEADS = Counter("indexer_ws_heads_total", "newHeads notifications received", ["chain"])
+WS_RECONNECTS = Counter(
+    "indexer_ws_reconnects_total", "newHeads subscriptions lost and opened again", ["chain"]
+)

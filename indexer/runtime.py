@@ -26,6 +26,7 @@ from indexer.config import DEFAULT_ABI_DIR, ChainSettings, SignerSettings
 from indexer.decode import AbiRegistry
 from indexer.errors import DatabaseUnavailable, Retryable
 from indexer.follower import ChainFollower
+from indexer.heads import HeadSubscription
 from indexer.rpc import RpcClient
 from indexer.sink import PostgresSink
 from indexer.types import FactoryWatch, FollowerSpec
@@ -94,6 +95,7 @@ class ChainRuntime:
     rpc: RpcClient
     follower: ChainFollower
     leader: bool = False
+    heads: HeadSubscription | None = None  # with a ws_url: wakes the follower on new blocks
 
     @property
     def watch(self) -> Watchlist:
@@ -112,7 +114,9 @@ async def open_chain(
         spec, registry = follower_spec(chain, until_block)
         store = CheckpointStore(pool, chain.chain_id)
         sink = PostgresSink(pool, chain.chain_id, chain.name, confirmations=chain.confirmations)
-        yield ChainRuntime(chain, rpc, ChainFollower(spec, rpc, store, sink, registry))
+        follower = ChainFollower(spec, rpc, store, sink, registry)
+        heads = HeadSubscription(chain.name, chain.ws_url) if chain.ws_url else None
+        yield ChainRuntime(chain, rpc, follower, heads=heads)
     finally:
         await rpc.close()
 

@@ -136,13 +136,13 @@ def test_config_env_overrides(tmp_path: Path, abi_dir: Path) -> None:
     text += '\n[signer]\nkey = "0x' + "11" * 32 + '"\n'
     env = {
         "DATABASE_URL": "postgres://other@db/x",
-        "INDEXER_RPC_URL_BASE_SEPOLIA": "https://a.example/v2/k, wss://b.example",
+        "INDEXER_RPC_URL_BASE_SEPOLIA": "https://a.example/v2/k, https://b.example",
         "INDEXER_SIGNER_KEY": KEY,
         "INDEXER_SENDER_KEY": SENDER,
     }
     settings = _load(tmp_path, abi_dir, text, env)
     assert settings.database_url.reveal() == "postgres://other@db/x"
-    assert settings.chains[0].rpc_urls == ("https://a.example/v2/k", "wss://b.example")
+    assert settings.chains[0].rpc_urls == ("https://a.example/v2/k", "https://b.example")
     assert settings.signer is not None
     assert settings.signer.key.reveal() == KEY
     assert settings.signer.sender_key == Secret("0x" + SENDER)
@@ -153,10 +153,10 @@ def test_config_env_references(tmp_path: Path, abi_dir: Path) -> None:
     text = BASE.replace(f"postgresql://indexer:{PASSWORD}@localhost/rewards", "$MY_DB")
     text = text.replace('"http://127.0.0.1:8545"', '"$MY_RPC"')
     text += '\n[signer]\nkey = "$MY_KEY"\n'
-    env = {"MY_DB": "postgresql://u@h/d", "MY_RPC": "ws://node:8546", "MY_KEY": KEY[2:]}
+    env = {"MY_DB": "postgresql://u@h/d", "MY_RPC": "https://node:8545", "MY_KEY": KEY[2:]}
     settings = _load(tmp_path, abi_dir, text, env)
     assert settings.database_url.reveal() == "postgresql://u@h/d"
-    assert settings.chains[0].rpc_urls == ("ws://node:8546",)
+    assert settings.chains[0].rpc_urls == ("https://node:8545",)
     assert settings.signer is not None
     assert settings.signer.key.reveal() == KEY
 
@@ -203,7 +203,9 @@ CHAIN_CASES = [
     ("chain_id = 31337", "chain_id = 31337\nmulticall3 = 1", "multicall3: expected an address"),
     ('["http://127.0.0.1:8545"]', "[]", "chains[0].rpc_urls: no RPC URL given"),
     ('["http://127.0.0.1:8545"]', '"http://x"', "rpc_urls: expected an array of strings"),
-    ('["http://127.0.0.1:8545"]', '["file:///x"]', "rpc_urls[0]: not an http(s):// or ws(s)://"),
+    ('["http://127.0.0.1:8545"]', '["file:///x"]', "rpc_urls[0]: not an http(s):// URL"),
+    ('["http://127.0.0.1:8545"]', '["ws://h:8546"]', "rpc_urls[0]: a ws(s):// URL goes in ws_url"),
+    ("chain_id = 31337", "chain_id = 31337\nws_url = 'http://h'", "ws_url: not a ws(s):// URL"),
     ('["http://127.0.0.1:8545"]', '["http://h:99999"]', "rpc_urls[0]: not an http(s)://"),
     ('name = "local"', 'name = "a b"', 'chains[0].name: not a valid chain name: "a b"'),
 ]
