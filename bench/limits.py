@@ -72,7 +72,7 @@ async def rpc_limit(
 
 
 # Every table the sink COPYs into, as a twin with its primary key and nothing else.
-_BARE_TABLES = ("blocks", *EVENT_TABLE_NAMES, "quarantine")
+_BARE_TABLES = tuple(dict.fromkeys(("blocks", *EVENT_TABLE_NAMES, "quarantine")))
 
 
 async def _bare_twins(con: asyncpg.Connection) -> None:
