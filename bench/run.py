@@ -260,8 +260,9 @@ async def measure_backfill(
     name: str,
     *,
     profile: Path | None = None,
+    fresh: bool = True,
 ) -> tuple[Measured, Path]:
-    dsn = await _create_db(pg, name)
+    dsn = await _create_db(pg, name) if fresh else pg.dsn(name)
     cfg = _config(tmp, name, dsn, node, info, 0.5)
     cmd = [
         INDEXER_BIN,
@@ -490,9 +491,50 @@ def table(rows: list[Measured], rpc: Measured) -> str:
     return "\n".join(out)
 
 
+PG_PROFILE_SETTINGS = {
+    "shared_preload_libraries": "'pg_stat_statements'",
+    "pg_stat_statements.track": "all",  # statements inside the sink's functions too
+    "track_io_timing": "on",
+}
+
+
+async def pg_profile(pg: PgCluster, node: Anvil, info: ChainInfo, tmp: Path, top: int = 10) -> str:
+    """One more backfill with pg_stat_statements reset before it: the statements PostgreSQL
+    spent its time on (execution time, calls, rows, shared blocks)."""
+    dsn = await _create_db(pg, "bench_pgprof")
+    con = await asyncpg.connect(dsn)
+    try:
+        await con.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        await con.execute("SELECT pg_stat_statements_reset()")
+        await con.close()
+        await measure_backfill(pg, node, info, tmp, "bench_pgprof", fresh=False)
+        con = await asyncpg.connect(dsn)
+        rows = await con.fetch(
+            "SELECT query, calls, total_exec_time AS ms, rows, "
+            "shared_blks_hit + shared_blks_read + shared_blks_dirtied AS blks "
+            "FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database "
+            "WHERE datname = current_database()) ORDER BY total_exec_time DESC"
+        )
+    finally:
+        await con.close()
+    total = sum(float(r["ms"]) for r in rows) or 1.0
+    out = [
+        f"PostgreSQL profile of one backfill (pg_stat_statements, {total / 1000:.2f} s of "
+        f"execution in {sum(r['calls'] for r in rows):,} calls):",
+        f"  {'share':>6} {'ms':>8} {'calls':>7} {'rows':>9} {'blocks':>9}  statement",
+    ]
+    for r in rows[:top]:
+        q = " ".join(r["query"].split())[:90]
+        out.append(
+            f"  {100 * float(r['ms']) / total:5.1f}% {float(r['ms']):>8.0f} {r['calls']:>7,} "
+            f"{r['rows']:>9,} {r['blks']:>9,}  {q}"
+        )
+    return "\n".join(out)
+
+
 @contextlib.contextmanager
-def _services(info: ChainInfo) -> Iterator[tuple[PgCluster, Anvil]]:
-    pg = PgCluster.start()
+def _services(info: ChainInfo, *, profile: bool = False) -> Iterator[tuple[PgCluster, Anvil]]:
+    pg = PgCluster.start(settings=PG_PROFILE_SETTINGS if profile else None)
     try:
         node = start_node(info)
         try:
@@ -556,8 +598,11 @@ async def _main(a: argparse.Namespace) -> int:
             f"chain: {info.events:,} events ({info.reward_added:,} RewardAdded to {w:,} distinct "
             f"wallets) over {info.blocks:,} blocks; batch_blocks {BATCH_BLOCKS}"
         )
-        with _services(info) as (pg, node):
+        with _services(info, profile=a.pg_profile) as (pg, node):
             rpc_w, back_w = await _throughput(a, pg, node, info, tmp)
+            if a.pg_profile:
+                say("")
+                say(await pg_profile(pg, node, info, tmp))
             if n > 0:
                 continue
             rpc, back = rpc_w, back_w
@@ -612,6 +657,11 @@ def main(argv: list[str] | None = None) -> int:
         "--rss", action="store_true", help="also backfill 5N events (builds a 5N chain once: slow)"
     )
     p.add_argument("--profile", action="store_true", help="profile one more backfill with py-spy")
+    p.add_argument(
+        "--pg-profile",
+        action="store_true",
+        help="PostgreSQL's side: pg_stat_statements of one more backfill per workload",
+    )
     a = p.parse_args(argv)
     resource.setrlimit(resource.RLIMIT_NOFILE, resource.getrlimit(resource.RLIMIT_NOFILE))
     return asyncio.run(_main(a))

@@ -100,9 +100,10 @@ class PgCluster:
         return f"postgresql://{self.user}@{self.host}:{self.port}/{dbname}"
 
     @classmethod
-    def start(cls, home: Path | None = None) -> PgCluster:
+    def start(cls, home: Path | None = None, settings: dict[str, str] | None = None) -> PgCluster:
         """initdb and start a cluster in ``home`` (default: a new temporary directory; the
-        data directory is ``home/data``); ``PGHOST`` set: that server instead."""
+        data directory is ``home/data``) with extra postgresql.conf ``settings`` (the bench's
+        profile loads pg_stat_statements); ``PGHOST`` set: that server instead."""
         if os.environ.get("PGHOST") and home is None:
             return cls(
                 host=os.environ["PGHOST"],
@@ -141,7 +142,12 @@ class PgCluster:
         port = free_port()
         # Written into postgresql.conf (not passed with -o) so that a kept cluster starts
         # again with a bare `pg_ctl start`.
-        conf = {**_PG_SETTINGS, "port": str(port), "unix_socket_directories": f"'{home}'"}
+        conf = {
+            **_PG_SETTINGS,
+            **(settings or {}),
+            "port": str(port),
+            "unix_socket_directories": f"'{home}'",
+        }
         with (datadir / "postgresql.conf").open("a") as f:
             f.writelines(f"{k} = {v}\n" for k, v in conf.items())
         cluster = cls(port=port, datadir=datadir, _proc_owner="postgres" if as_root else None)
