@@ -39,6 +39,7 @@ NOT_DRIVEN_HERE = {
     "indexer_pusher_errors_total",
     "indexer_pusher_sender_balance",  # no [signer] here: tests/e2e/test_pusher.py drives it
     "indexer_reconcile_last_run_timestamp_seconds",  # the first run comes after 600 s
+    "indexer_ws_connected",  # no ws_url here: tests/e2e/test_new_heads.py drives it
 }
 
 
