@@ -223,14 +223,29 @@ CREATE TABLE IF NOT EXISTS reward_balances (
     added    NUMERIC NOT NULL DEFAULT 0 CHECK (added >= 0),
     claimed  NUMERIC NOT NULL DEFAULT 0 CHECK (claimed >= 0),
     pending  NUMERIC GENERATED ALWAYS AS (added - claimed) STORED,
-    PRIMARY KEY (chain_id, contract, token, wallet)
+    -- Wallet first: the key also serves "every balance of this wallet" (the API's lookups),
+    -- so no second index has to be kept in step with each of a backfill's inserts (one new
+    -- wallet per event spent a fifth of its balance upsert time in that index).
+    PRIMARY KEY (wallet, chain_id, contract, token)
 );
 -- Every batch updates the balances of the wallets it pays; half-empty pages keep those updates
 -- HOT (new version on the same page, no index entry, dead versions pruned without VACUUM).
 -- Full pages made a 200k-event backfill's balances table 21 MB for 5,000 rows and each upsert
 -- walk every dead version: 3.0 s of the backfill's database time, 1.8 s with this.
 ALTER TABLE reward_balances SET (fillfactor = 50);
-CREATE INDEX IF NOT EXISTS reward_balances_wallet ON reward_balances (wallet);
+-- Upgrade of databases made with the key (chain_id, contract, token, wallet) and a separate
+-- wallet index: the key becomes wallet-first, the index goes. Once done, nothing matches.
+DO $$
+BEGIN
+    IF (SELECT a.attname FROM pg_index i
+        JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+        WHERE i.indrelid = 'reward_balances'::regclass AND i.indisprimary) <> 'wallet' THEN
+        ALTER TABLE reward_balances DROP CONSTRAINT reward_balances_pkey,
+            ADD PRIMARY KEY (wallet, chain_id, contract, token);
+    END IF;
+END
+$$;
+DROP INDEX IF EXISTS reward_balances_wallet;
 
 -- The rewards queue: inserted by the backend, advanced by the daemon.
 CREATE TABLE IF NOT EXISTS reward_batches (

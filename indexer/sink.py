@@ -235,7 +235,8 @@ def _notify_payload(  # noqa: PLR0913 (the payload fields, keyword-only)
     wallets: list[str] | None = None,
 ) -> str:
     """What subscribers get: the range, the tables touched and the wallets whose balances
-    changed (``wallets_truncated`` when there were too many to list)."""
+    changed (``wallets_truncated`` when there were more than 100; the 100 listed are then
+    any of them, not the first in order)."""
     body: dict[str, object] = {
         "chain_id": chain_id,
         "kind": kind,
@@ -332,8 +333,14 @@ class PostgresSink:
         deltas); returns the wallets whose balances changed (for NOTIFY)."""
         if not rows.keys() & {"reward_added", "reward_claimed"}:
             return []
-        found = await con.fetch(Q["add_balances"], self.chain_id, batch.from_block, batch.to_block)
-        return sorted({r["wallet"] for r in found})
+        found = await con.fetch(
+            Q["add_balances"],
+            self.chain_id,
+            batch.from_block,
+            batch.to_block,
+            NOTIFY_MAX_WALLETS + 1,  # one more than listed: the payload says it was truncated
+        )
+        return sorted(r["wallet"] for r in found)
 
     async def rewind_to(  # noqa: PLR0913 (what the reorgs row records, keyword-only)
         self,

@@ -104,7 +104,7 @@ CHECKS = (
 def _old_schema() -> str:
     """schema.sql as it was before the rtrim form: regex hex CHECKs and no upgrade block."""
     text = db.SCHEMA_PATH.read_text()
-    ddl, upgrade = text.split("\nDO $$\n")
+    ddl, upgrade = text.rsplit("\nDO $$\n", 1)
     assert "pg_get_constraintdef" in upgrade
     old, n = re.subn(
         r"(?<=\()octet_length\((\w+)\) = (42|66) AND rtrim\(\1, '0123456789abcdef'\) = '0x'",
@@ -147,3 +147,35 @@ def test_migrate_upgrades_regex_hex_checks(empty_dsn: str, db_dsn: str) -> None:
     again = db_fetch(empty_dsn, CHECKS)
     assert [tuple(r) for r in again] == [tuple(r) for r in upgraded]  # same oids: untouched
     assert db_fetch(empty_dsn, "SELECT count(*) AS n FROM reward_batches")[0]["n"] == 1
+
+
+BALANCE_INDEXES = (
+    "SELECT indexrelid::regclass::text AS name, pg_get_indexdef(indexrelid) AS def "
+    "FROM pg_index WHERE indrelid = 'reward_balances'::regclass ORDER BY 1"
+)
+
+
+def test_migrate_makes_the_balance_key_wallet_first(empty_dsn: str, db_dsn: str) -> None:
+    """A database made with the key (chain_id, contract, token, wallet) and a wallet index,
+    holding a balance, ends with the fresh schema's one wallet-first key and keeps the row."""
+    db_fetch(empty_dsn, "SELECT 1")
+    asyncio.run(db.migrate(empty_dsn))
+    db_fetch(
+        empty_dsn,
+        "ALTER TABLE reward_balances DROP CONSTRAINT reward_balances_pkey, "
+        "ADD PRIMARY KEY (chain_id, contract, token, wallet)",
+    )
+    db_fetch(empty_dsn, "CREATE INDEX reward_balances_wallet ON reward_balances (wallet)")
+    db_fetch(
+        empty_dsn,
+        "INSERT INTO reward_balances (chain_id, contract, token, wallet, added) "
+        "VALUES (1, $1, $1, $1, 5)",
+        "0x" + "ab" * 20,
+    )
+    assert len(db_fetch(empty_dsn, BALANCE_INDEXES)) == 2
+
+    asyncio.run(db.migrate(empty_dsn))
+    upgraded = [tuple(r) for r in db_fetch(empty_dsn, BALANCE_INDEXES)]
+    assert upgraded == [tuple(r) for r in db_fetch(db_dsn, BALANCE_INDEXES)]
+    assert upgraded[0][1].endswith("(wallet, chain_id, contract, token)")
+    assert db_fetch(empty_dsn, "SELECT pending FROM reward_balances")[0]["pending"] == 5
