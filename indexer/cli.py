@@ -300,6 +300,7 @@ def status(
     settings = _settings()
     if watch is not None and watch <= 0:
         _fail(EXIT_USAGE, "--watch must be > 0 seconds")
+    stop = _interrupted() if watch is not None else [False]
     while True:
         report = _run(lambda: ops.status(settings))
         if watch is not None and sys.stdout.isatty():
@@ -311,10 +312,26 @@ def status(
         healthy = all(c["healthy"] for c in report["chains"])
         if watch is None:
             raise typer.Exit(EXIT_OK if healthy else EXIT_UNHEALTHY)
-        try:
-            time.sleep(watch)
-        except KeyboardInterrupt:
-            raise typer.Exit(EXIT_OK if healthy else EXIT_UNHEALTHY) from None
+        until = time.monotonic() + watch
+        while not stop[0] and time.monotonic() < until:
+            time.sleep(min(0.05, watch))
+        if stop[0]:
+            raise typer.Exit(EXIT_OK if healthy else EXIT_UNHEALTHY)
+
+
+def _interrupted() -> list[bool]:
+    """A flag that Ctrl-C sets instead of raising: `status --watch` ends after the report in
+    progress (a KeyboardInterrupt inside asyncio.run's shutdown could leave it hanging), with
+    the health code of the last report."""
+    import signal  # noqa: PLC0415
+
+    flag = [False]
+
+    def on_sigint(_sig: int, _frame: object) -> None:
+        flag[0] = True
+
+    signal.signal(signal.SIGINT, on_sigint)
+    return flag
 
 
 @app.command()

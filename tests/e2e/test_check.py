@@ -96,9 +96,14 @@ def test_status_watch_refreshes_until_interrupted(
          "--watch", "0.3"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=_env(None), cwd=ROOT, text=True,
     )  # fmt: skip
-    time.sleep(4)
-    proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=20)
+    try:
+        time.sleep(4)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
     reports = [json.loads(ln) for ln in out.splitlines() if ln.startswith("{")]
     assert len(reports) >= 2, out
     assert all(r["chains"][0]["name"] == "local" for r in reports)
