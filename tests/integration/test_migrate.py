@@ -101,23 +101,51 @@ CHECKS = (
 )
 
 
+# The hex CHECKs the daemon's bulk tables carried before they were dropped (schema.sql says why):
+# (column, hex digits) per table.
+OLD_BULK_CHECKS: dict[str, list[tuple[str, int]]] = {
+    "blocks": [("hash", 64), ("parent_hash", 64)],
+    "product_banks": [("product_id", 64), ("bank", 40), ("owner", 40)],
+    "reward_added": [("token", 40), ("wallet", 40), ("emitter", 40)],
+    "reward_claimed": [("token", 40), ("wallet", 40)],
+    "pusher_changes": [("pusher", 40)],
+    "funds_deposited": [("token", 40), ("depositor", 40)],
+    "funds_withdrawn": [("token", 40), ("recipient", 40)],
+    "campaign_budgets": [("campaign_id", 64), ("token", 40)],
+    "campaign_deactivations": [("campaign_id", 64)],
+    "rewards_pushed": [("campaign_id", 64), ("token", 40), ("nonce", 64)],
+    "chamas": [("creator", 40)],
+    "chama_members": [("member", 40)],
+    "contributions": [("contributor", 40)],
+    "payouts": [("recipient", 40)],
+    "reward_balances": [("token", 40), ("wallet", 40)],
+}
+
+
 def _old_schema() -> str:
-    """schema.sql as it was before the rtrim form: regex hex CHECKs and no upgrade block."""
+    """schema.sql as it was before the rtrim form: regex hex CHECKs (on the bulk tables too)
+    and no upgrade blocks."""
     text = db.SCHEMA_PATH.read_text()
-    ddl, upgrade = text.rsplit("\nDO $$\n", 1)
-    assert "pg_get_constraintdef" in upgrade
+    ddl = text.split("\nDO $$\nDECLARE", 1)[0]  # the upgrade blocks come last, views after
+    assert "pg_get_constraintdef" in text.split("\nDO $$\nDECLARE", 1)[1]
     old, n = re.subn(
         r"(?<=\()octet_length\((\w+)\) = (42|66) AND rtrim\(\1, '0123456789abcdef'\) = '0x'",
         lambda m: f"{m[1]} ~ '^0x[0-9a-f]{{{int(m[2]) - 2}}}$'",
         ddl,
     )
-    assert n == 38
-    return old
+    assert n == 11  # the queue, the batches and the checkpoints keep theirs
+    added = [
+        f"ALTER TABLE {table} ADD CONSTRAINT {table}_{col}_check CHECK ({col} ~ '^0x[0-9a-f]{{{d}}}$');"
+        for table, cols in OLD_BULK_CHECKS.items()
+        for col, d in cols
+    ]
+    return old + "\n" + "\n".join(added) + "\n"
 
 
 def test_migrate_upgrades_regex_hex_checks(empty_dsn: str, db_dsn: str) -> None:
-    """A database migrated with the regex hex CHECKs (and holding rows) ends with exactly the
-    constraints of a fresh one; a second migrate leaves every constraint untouched."""
+    """A database migrated with the regex hex CHECKs on every table (and holding rows) ends
+    with exactly the constraints of a fresh one (rtrim form where they stay, none on the bulk
+    tables, every other CHECK kept); a second migrate leaves every constraint untouched."""
 
     async def apply_old() -> None:
         con = await asyncpg.connect(empty_dsn)
@@ -136,10 +164,13 @@ def test_migrate_upgrades_regex_hex_checks(empty_dsn: str, db_dsn: str) -> None:
     )
     before = db_fetch(empty_dsn, CHECKS)
     assert sum(" ~ '^0x[0-9a-f]{" in r["def"] for r in before) == 38
+    others = [r["def"] for r in before if "~" not in r["def"]]  # amounts, statuses: they stay
 
     asyncio.run(db.migrate(empty_dsn))
     upgraded = db_fetch(empty_dsn, CHECKS)
     assert not [r["def"] for r in upgraded if "~" in r["def"]]
+    assert not [r for r in upgraded if r["relname"] in OLD_BULK_CHECKS and "0123456789abcdef" in r["def"]]
+    assert [r["def"] for r in upgraded if "0123456789abcdef" not in r["def"]] == others
     fresh = db_fetch(db_dsn, CHECKS)
     assert [tuple(r)[1:] for r in upgraded] == [tuple(r)[1:] for r in fresh]
 
