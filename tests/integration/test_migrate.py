@@ -135,7 +135,8 @@ def _old_schema() -> str:
     )
     assert n == 11  # the queue, the batches and the checkpoints keep theirs
     added = [
-        f"ALTER TABLE {table} ADD CONSTRAINT {table}_{col}_check CHECK ({col} ~ '^0x[0-9a-f]{{{d}}}$');"
+        f"ALTER TABLE {table} ADD CONSTRAINT {table}_{col}_check "
+        f"CHECK ({col} ~ '^0x[0-9a-f]{{{d}}}$');"
         for table, cols in OLD_BULK_CHECKS.items()
         for col, d in cols
     ]
@@ -169,7 +170,9 @@ def test_migrate_upgrades_regex_hex_checks(empty_dsn: str, db_dsn: str) -> None:
     asyncio.run(db.migrate(empty_dsn))
     upgraded = db_fetch(empty_dsn, CHECKS)
     assert not [r["def"] for r in upgraded if "~" in r["def"]]
-    assert not [r for r in upgraded if r["relname"] in OLD_BULK_CHECKS and "0123456789abcdef" in r["def"]]
+    assert not [
+        r for r in upgraded if r["relname"] in OLD_BULK_CHECKS and "0123456789abcdef" in r["def"]
+    ]
     assert [r["def"] for r in upgraded if "0123456789abcdef" not in r["def"]] == others
     fresh = db_fetch(db_dsn, CHECKS)
     assert [tuple(r)[1:] for r in upgraded] == [tuple(r)[1:] for r in fresh]
