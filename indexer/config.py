@@ -82,6 +82,13 @@ for secrets; an unset variable is a problem)::
                                     Reached: escalation stops, the same transaction is
                                     rebroadcast, indexer_pusher_fee_capped_transactions > 0
 
+    [api]                           optional; its presence starts the backend's HTTP API
+    listen                "127.0.0.1:9109"  HOST:PORT of /v1/... and the ops page at /
+    token_file            -         file holding the bearer token that POST /v1/rewards
+                                    requires (whitespace stripped, >= 16 characters),
+                                    relative to the config file. Env INDEXER_API_TOKEN
+                                    beats it. No token: the API is read-only.
+
 ABI files are JSON: either an object with key ``abi`` (Foundry/Hardhat artifacts and our
 ``abis/``) or a bare list of ABI entries. Chain and contract names are letters, digits and
 ``_ . -``, starting with a letter or digit.
@@ -130,11 +137,14 @@ ENV_DATABASE_URL = "DATABASE_URL"
 ENV_RPC_URL_PREFIX = "INDEXER_RPC_URL_"
 ENV_SIGNER_KEY = "INDEXER_SIGNER_KEY"
 ENV_SENDER_KEY = "INDEXER_SENDER_KEY"
+ENV_API_TOKEN = "INDEXER_API_TOKEN"  # noqa: S105 (a variable name, not a token)
 
 # The ABIs ship inside the package (abis/ at the top of the repository links here), so an
 # installed wheel finds them wherever it lives.
 DEFAULT_ABI_DIR = Path(str(importlib.resources.files("indexer"))) / "abis"
 DEFAULT_METRICS_LISTEN = ("127.0.0.1", 9108)
+DEFAULT_API_LISTEN = ("127.0.0.1", 9109)
+MIN_API_TOKEN_CHARS = 16
 RECONCILE_INTERVAL_S = 600.0
 READY_MAX_LAG_BLOCKS = 100
 MIB = 1024 * 1024
@@ -285,14 +295,24 @@ class SignerSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ApiSettings:
+    """The backend's HTTP API; ``token`` None keeps it read-only (no POST /v1/rewards)."""
+
+    listen: tuple[str, int] = DEFAULT_API_LISTEN
+    token: Secret | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
-    """The validated, effective configuration; ``signer`` None disables the pusher."""
+    """The validated, effective configuration; ``signer`` None disables the pusher, ``api``
+    None the HTTP API."""
 
     database_url: Secret
     service: ServiceSettings
     chains: tuple[ChainSettings, ...]
     signer: SignerSettings | None
     config_path: Path | None
+    api: ApiSettings | None = None
 
 
 def env_suffix(chain_name: str) -> str:
@@ -562,6 +582,36 @@ def _signer(table: Mapping[str, Any] | None, ctx: _Context) -> SignerSettings | 
     )
 
 
+_API_KEYS = ("listen", "token_file")
+
+
+def _api(table: Mapping[str, Any] | None, ctx: _Context) -> ApiSettings | None:
+    """The HTTP API's settings, or None without an ``[api]`` table (off by default)."""
+    if table is None:
+        if ctx.env.get(ENV_API_TOKEN):
+            ctx.problems.add(ENV_API_TOKEN, "is set but the config has no [api] table")
+        return None
+    sec = Section(table, "api", ctx.problems, _API_KEYS)
+    listen = DEFAULT_API_LISTEN
+    if (text := sec.get_str("listen")) is not None:
+        parsed = parse_listen(text)
+        if parsed is None:
+            sec.problems.add(sec.key("listen"), f"not HOST:PORT: {json.dumps(text)}")
+        listen = parsed or listen
+    token: str | None = None
+    key = sec.key("token_file")
+    if ctx.env.get(ENV_API_TOKEN):
+        ctx.problems.origins[key] = ENV_API_TOKEN
+        token = ctx.env[ENV_API_TOKEN].strip()
+    elif (file := sec.get_str("token_file")) is not None:
+        token = _read_key_file(ctx.base_dir / Path(file).expanduser(), key, ctx.problems)
+        token = None if token is None else token.strip()
+    if token is not None and (len(token) < MIN_API_TOKEN_CHARS or not token.isprintable()):
+        ctx.problems.add(key, f"API token must be >= {MIN_API_TOKEN_CHARS} printable characters")
+        token = None
+    return ApiSettings(listen=listen, token=None if token is None else Secret(token))
+
+
 def load(
     path: Path | None, env: Mapping[str, str] | None = None, *, abi_dir: Path | None = None
 ) -> Settings:
@@ -574,8 +624,8 @@ def load(
     problems = Problems()
     raw = read_toml(path) if path is not None else {}
     raw = expand(raw, "", env, problems)
-    root = Section(raw, "", problems, ("database", "service", "chains", "signer"))
-    tables = {name: root.get_table(name) for name in ("database", "service", "signer")}
+    root = Section(raw, "", problems, ("database", "service", "chains", "signer", "api"))
+    tables = {name: root.get_table(name) for name in ("database", "service", "signer", "api")}
     base_dir = path.parent if path is not None else Path()
     service_sec = Section(tables["service"] or {}, "service", problems, _SERVICE_KEYS)
     configured_dir = service_sec.get_str("abi_dir")
@@ -588,6 +638,7 @@ def load(
         chains=_chains(root, ctx),
         signer=_signer(tables["signer"] if "signer" in raw else None, ctx),
         config_path=path,
+        api=_api(tables["api"] if "api" in raw else None, ctx),
     )
     if problems.items:
         raise ConfigError(problems.items)

@@ -101,4 +101,9 @@ def render(settings: Settings) -> str:
                 "max_fee_gwei": signer.max_fee_gwei,
             }
         )
+    if (api := settings.api) is not None:
+        host, port = api.listen
+        listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        out += ["", "[api]", f"listen = {_toml(listen)}"]
+        out += [f'token_file = "{MASK}"'] if api.token is not None else []
     return "\n".join(out) + "\n"

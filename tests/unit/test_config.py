@@ -463,3 +463,39 @@ def test_readme_states_the_per_chain_defaults() -> None:
             d["finality"],
         ), cid
         assert (mc == "yes") == bool(d["multicall3"]), cid
+
+
+def test_config_api_section(tmp_path: Path, abi_dir: Path) -> None:
+    """[api]: off without the table; listen defaults to 127.0.0.1:9109; the token comes from
+    token_file (stripped) or INDEXER_API_TOKEN, which beats it; print-config masks it."""
+    assert _load(tmp_path, abi_dir).api is None
+    (tmp_path / "api.token").write_text("  file-token-0123456789\n")
+    api = _load(tmp_path, abi_dir, BASE + '\n[api]\ntoken_file = "api.token"\n').api
+    assert api is not None
+    assert api.listen == ("127.0.0.1", 9109)
+    assert api.token is not None
+    assert api.token.reveal() == "file-token-0123456789"
+    env = {"INDEXER_API_TOKEN": "env-token-0123456789"}
+    text = BASE + '\n[api]\nlisten = "0.0.0.0:0"\ntoken_file = "api.token"\n'
+    settings = _load(tmp_path, abi_dir, text, env)
+    assert settings.api is not None
+    assert settings.api.listen == ("0.0.0.0", 0)
+    assert settings.api.token == Secret("env-token-0123456789")
+    rendered = configview.render(settings)
+    assert "[api]" in rendered
+    assert "env-token" not in rendered
+    assert _load(tmp_path, abi_dir, BASE + "\n[api]\n").api == config.ApiSettings()
+
+
+def test_config_api_problems_reported_together(tmp_path: Path, abi_dir: Path) -> None:
+    """A bad listen, a short token, an unknown key, and a token variable without [api] are
+    each reported, the token never echoed."""
+    (tmp_path / "short.token").write_text("tiny-secret")
+    text = BASE + '\n[api]\nlisten = "nowhere"\ntoken_file = "short.token"\ntokn = 1\n'
+    message = _problems(tmp_path, abi_dir, text)
+    assert 'api.listen: not HOST:PORT: "nowhere"' in message
+    assert "api.token_file: API token must be >= 16 printable characters" in message
+    assert "api.tokn" in message
+    assert "tiny-secret" not in message
+    stray = _problems(tmp_path, abi_dir, BASE, {"INDEXER_API_TOKEN": "x" * 20})
+    assert "INDEXER_API_TOKEN: is set but the config has no [api] table" in stray

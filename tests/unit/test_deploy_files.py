@@ -265,6 +265,7 @@ def test_example_config_states_every_key() -> None:
         "service": config._SERVICE_KEYS,
         "chains": tuple(k for k in config._CHAIN_KEYS if k != "contracts"),
         "signer": config._SIGNER_KEYS,
+        "api": config._API_KEYS,
         "contracts": watchlist._CONTRACT_KEYS,
     }
     for section, keys in sections.items():
