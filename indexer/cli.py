@@ -105,6 +105,10 @@ def main(
     _CTX.debug = log_level is LogLevel.debug
 
 
+# What `pip install rewardsync` leaves out and only `indexer demo` imports (the `demo` extra).
+DEMO_ONLY_MODULES = frozenset({"web3", "ens"})
+
+
 def _fail(code: int, message: str) -> None:
     typer.echo(f"error: {log_mod.redact(message)}", err=True)
     raise typer.Exit(code)
@@ -450,8 +454,14 @@ def demo(
 ) -> None:
     """Everything on this machine: anvil, PostgreSQL (embedded unless DATABASE_URL is set),
     the contracts, simulated traffic with reorgs, the daemon and a live view. Ctrl-C stops
-    it and every process it started; files go to ./.rewardsync/."""
-    from indexer.demo import app as demo_app  # noqa: PLC0415 (web3 loads only for the demo)
+    it and every process it started; files go to ./.rewardsync/. Needs rewardsync[demo]."""
+    try:
+        from indexer.demo import app as demo_app  # noqa: PLC0415 (web3 loads only for the demo)
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] not in DEMO_ONLY_MODULES:
+            raise
+        _fail(EXIT_USAGE, "indexer demo needs the demo extra: pip install 'rewardsync[demo]'")
+        raise  # unreachable: _fail raises
 
     if duration is not None and duration <= 0:
         _fail(EXIT_USAGE, "--duration must be > 0")

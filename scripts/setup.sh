@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# One-command set-up: .venv with the package and dev extras, anvil + solc + OpenZeppelin in
-# .tools/ (pinned, from npm), PostgreSQL server binaries found or installed from Debian.
+# One-command set-up: .venv with the package and its dev + demo extras, anvil + solc +
+# OpenZeppelin in .tools/ (pinned, from npm), PostgreSQL server binaries found or installed
+# from Debian.
 # Idempotent: a second run checks stamps and returns in seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,7 +14,7 @@ if [ ! -x .venv/bin/python ]; then
   .venv/bin/pip install -q --upgrade pip
 fi
 if [ ! -f .venv/.stamp ] || [ pyproject.toml -nt .venv/.stamp ]; then
-  .venv/bin/pip install -q -e '.[dev]'
+  .venv/bin/pip install -q -e '.[dev]'   # dev includes the demo extra
   touch .venv/.stamp
 fi
 
