@@ -54,7 +54,87 @@ def dashboard() -> dict[str, Any]:
 
 
 def dashboard_exprs() -> list[str]:
-    return [t["expr"] for p in dashboard()["panels"] for t in p.get("targets", [])]
+    """Every PromQL expression of the dashboard: targets, annotations and variable queries."""
+    dash = dashboard()
+    exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
+    exprs += [a["expr"] for a in dash["annotations"]["list"] if "expr" in a]
+    for var in dash["templating"]["list"]:
+        query = var.get("definition", "")
+        if query.startswith("label_values("):
+            metric, label = query.removeprefix("label_values(").rstrip(")").split(",")
+            exprs.append(f"group by ({label.strip()}) ({metric.strip()})")
+    return exprs
+
+
+# The process collector's series (prometheus_client, Linux) and Prometheus' own `up`;
+# every scraped series also carries the target labels.
+STANDARD_SERIES = {
+    "process_resident_memory_bytes": set(),
+    "process_virtual_memory_bytes": set(),
+    "process_cpu_seconds_total": set(),
+    "process_start_time_seconds": set(),
+    "process_open_fds": set(),
+    "process_max_fds": set(),
+    "up": set(),
+}
+TARGET_LABELS = {"instance", "job"}
+PROMQL_WORDS = {
+    "sum", "max", "min", "avg", "count", "group", "topk", "bottomk", "quantile", "stddev",
+    "rate", "irate", "increase", "delta", "changes", "resets", "deriv", "absent", "time",
+    "histogram_quantile", "max_over_time", "min_over_time", "avg_over_time", "label_replace",
+    "clamp_min", "clamp_max", "vector", "scalar", "timestamp", "abs", "round",
+    "by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless",
+    "bool", "offset",
+}  # fmt: skip
+
+
+def series_labels() -> dict[str, set[str]]:
+    """Each series the code can expose, with the labels it carries (target labels included)."""
+    out = {name: labels | TARGET_LABELS for name, labels in STANDARD_SERIES.items()}
+    for obj in vars(metrics).values():
+        if not isinstance(obj, MetricWrapperBase):
+            continue
+        labels = set(obj._labelnames) | TARGET_LABELS
+        base = obj._name
+        if isinstance(obj, Counter):
+            out |= {f"{base}_total": labels, f"{base}_created": labels}
+        elif isinstance(obj, Histogram):
+            out |= {f"{base}_{s}": labels for s in ("sum", "count", "created")}
+            out[f"{base}_bucket"] = labels | {"le"}
+        else:
+            out[base] = labels
+    return out
+
+
+def promql_problems(expr: str, known: dict[str, set[str]]) -> list[str]:
+    """What an expression names that the code does not define: metrics (or functions), a
+    selector's labels, grouping labels that none of its metrics carries. A tokenizer, not a
+    PromQL parser: enough for the expressions deploy/ holds, and tested on planted typos."""
+    problems = []
+    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)  # string contents are values
+    text = re.sub(r"\[[^\]]*\]", "", text)  # range windows
+    used: set[str] = set()
+    for name, selector in re.findall(r"\b([a-zA-Z_:][\w:]*)\s*\{([^}]*)\}", text):
+        for label in re.findall(r"(\w+)\s*(?:=~|!~|!=|=)", selector):
+            if label not in known.get(name, set()):
+                problems.append(f"{name} has no label {label!r}")
+    text = re.sub(r"\{[^}]*\}", "", text)
+    grouped: set[str] = set()
+    for _, labels in re.findall(
+        r"\b(by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)", text
+    ):
+        grouped |= {g.strip() for g in labels.split(",") if g.strip()}
+    text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text)
+    for word in re.findall(r"\b[a-zA-Z_:][\w:]*\b", text):
+        if word in PROMQL_WORDS:
+            continue
+        if word in known:
+            used.add(word)
+        else:
+            problems.append(f"unknown metric or function {word!r}")
+    carried = set().union(*(known[m] for m in used)) if used else set()
+    problems += [f"no metric here carries {g!r}" for g in sorted(grouped - carried)]
+    return problems
 
 
 def alert_rules() -> list[dict[str, Any]]:
@@ -208,6 +288,74 @@ def test_grafana_dashboard_has_panels_with_targets() -> None:
         "indexer_pusher_queue_rewards",
     ):
         assert metric in exprs, metric
+
+
+def test_every_dashboard_and_rule_expression_names_defined_series_and_labels() -> None:
+    """Each expression of the dashboard (panels, annotations, the chain variable) and of the
+    alert rules names only series that indexer/metrics.py (or the process collector) exposes,
+    selects and groups by labels they carry; the dashboard takes every rate over
+    $__rate_interval. A planted typo is caught (the checker is not vacuous)."""
+    known = series_labels()
+    for expr in dashboard_exprs() + [r["expr"] for r in alert_rules()]:
+        assert promql_problems(expr, known) == [], expr
+    for expr in dashboard_exprs():
+        for window in re.findall(
+            r"\b(?:rate|irate|increase|[a-z]+_over_time)\([^\[]*\[([^\]]*)\]", expr
+        ):
+            assert window == "$__rate_interval", expr
+    assert promql_problems('sum by (chian) (rate(indexer_reorgs_total{chain="x"}[5m]))', known) == [
+        "no metric here carries 'chian'"
+    ]
+    assert promql_problems('indexer_halted{endpoint="0"} + indexer_lag', known) == [
+        "indexer_halted has no label 'endpoint'",
+        "unknown metric or function 'indexer_lag'",
+    ]
+
+
+def test_dashboard_panels_have_one_unit_and_the_asked_for_views() -> None:
+    """Every panel states its unit (one per panel: all its queries share it); halted shows red;
+    reconcile age and discrepancies, pusher batches and gas, endpoint health, process memory
+    have panels; reorgs are annotations; the compose stack mounts this very file."""
+    dash = dashboard()
+    panels = [p for p in dash["panels"] if p["type"] != "row"]
+    by_metric: dict[str, dict[str, Any]] = {}
+    for p in panels:
+        unit = p["fieldConfig"]["defaults"].get("unit")
+        assert unit, p["title"]
+        assert not p["fieldConfig"].get("overrides"), p["title"]  # no second unit sneaks in
+        for t in p["targets"]:
+            for m in set(METRIC_RE.findall(t["expr"])) | set(re.findall(r"process_\w+", t["expr"])):
+                by_metric[m] = p
+    halted = by_metric["indexer_halted"]["fieldConfig"]["defaults"]
+    assert {"color": "red", "value": 1} in halted["thresholds"]["steps"]
+    expected_units = {
+        "indexer_reconcile_last_run_timestamp_seconds": "s",
+        "indexer_discrepancies_open": "none",
+        "indexer_reconcile_mismatches_total": "none",
+        "indexer_pusher_batches": "none",
+        "indexer_pusher_gas_used_total": "short",
+        "indexer_pusher_sender_balance": "none",
+        "indexer_rpc_endpoint_up": "none",
+        "indexer_rpc_endpoint_head_lag_blocks": "none",
+        "indexer_rpc_endpoint_request_seconds_bucket": "s",
+        "indexer_rpc_endpoint_errors_total": "ops",
+        "process_resident_memory_bytes": "bytes",
+        "indexer_checkpoint_timestamp_seconds": "s",
+        "indexer_pusher_oldest_pending_seconds": "s",
+    }
+    for metric, unit in expected_units.items():
+        assert by_metric[metric]["fieldConfig"]["defaults"]["unit"] == unit, metric
+    [reorgs] = [
+        a for a in dash["annotations"]["list"] if "indexer_reorgs_total" in a.get("expr", "")
+    ]
+    assert reorgs["enable"]
+    assert re.search(
+        r"increase\(indexer_reorgs_total\{[^}]*\}\[\$__rate_interval\]\)\) > 0", reorgs["expr"]
+    )
+    compose = yaml.safe_load((COMPOSE / "compose.yaml").read_text())
+    mounts = [v.split(":")[0] for v in compose["services"]["grafana"]["volumes"]]
+    dashboards = [m for m in mounts if m.endswith(".json")]
+    assert [(COMPOSE / m).resolve() for m in dashboards] == [DEPLOY / "grafana" / "rewardsync.json"]
 
 
 def test_deploy_metric_names_exist_in_metrics_module() -> None:
