@@ -31,7 +31,7 @@ from indexer import metrics
 from indexer.checkpoint import Checkpoint, CheckpointStore
 from indexer.decode import AbiRegistry
 from indexer.errors import FinalityViolation, ReorgTooDeep
-from indexer.loader import RangeLoader
+from indexer.loader import PREFETCH_DEPTH, RangeLoader
 from indexer.reorg import NodeBehind, find_ancestor
 from indexer.rpc import RpcClient
 from indexer.sink import Batch, PostgresSink
@@ -136,10 +136,13 @@ class ChainFollower:
             self._tip_verified = True
         return None
 
-    def _plan(self, first: int, head: int) -> tuple[int, bool]:
+    def _plan(self, first: int, head: int, *, sized: bool = True) -> tuple[int, bool]:
         """The last block of the range starting at ``first``, and whether it needs the full
-        header chain (above the finalized block) or only sparse headers (at or below it)."""
-        last = min(head, first + min(self.loader.span, self.spec.batch_blocks) - 1)
+        header chain (above the finalized block) or only sparse headers (at or below it).
+        ``sized=False``: the furthest that range may end (a prefetched range was sized by the
+        span of its time, which may have shrunk by a block since)."""
+        span = min(self.loader.span, self.spec.batch_blocks) if sized else self.spec.batch_blocks
+        last = min(head, first + span - 1)
         if self.spec.until_block is not None:
             last = min(last, self.spec.until_block)
         full = last > self.finalized
@@ -160,7 +163,9 @@ class ChainFollower:
                 return StepResult(Step.WAITING, last=cp.number)
             if node.hash != cp.hash:
                 return await self._rollback(cp, head)
-        fetched = await self.loader.take_prefetch(first, last, full)
+        fetched = await self.loader.take_prefetch(
+            first, self._plan(first, head, sized=False)[0], full
+        )
         if fetched is None:
             fetched = await self.loader.fetch(first, last, full)
         last = fetched.last
@@ -197,10 +202,17 @@ class ChainFollower:
         )
 
     def _start_prefetch(self, first: int, head: int) -> None:
-        """Load the next range while this one commits (``indexer.loader``)."""
-        if first > head or (self.spec.until_block is not None and first > self.spec.until_block):
-            return
-        self.loader.start_prefetch(first, *self._plan(first, head))
+        """Load the next ranges while this one commits (``indexer.loader``: two ahead at or
+        below the finalized block, one above), each planned from where the one before it
+        ends."""
+        until = self.spec.until_block
+        for _ in range(PREFETCH_DEPTH):
+            if first > head or (until is not None and first > until):
+                return
+            planned = self.loader.start_prefetch(first, *self._plan(first, head))
+            if planned is None:
+                return
+            first = planned + 1
 
     async def close(self) -> None:
         """Cancel work in flight (the prefetch); the follower can be used again after."""

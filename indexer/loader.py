@@ -8,16 +8,24 @@ fetches the headers of blocks that carry logs, and, above the finalized block, a
 blocks whose bloom admits a watched contract the node returned no log of (a lagging backend's
 empty answer).
 
-Pipelining: range k+1 is fetched and decoded while range k commits. Commits stay strictly in
-order: a prefetched range is used only by the step whose checkpoint it extends, and goes
-through the same checks (parent link) as a fresh one; anything else drops it. At most two
-ranges are in memory, each sized (``span``) to about TARGET_LOGS_PER_RANGE logs.
+Pipelining: while range k commits, range k+1 is fetched and decoded and, at or below the
+finalized block, range k+2 is already asked for (``PREFETCH_DEPTH``), so that the node works
+on it while this process decodes k+1 and PostgreSQL writes k (a backfill's three stages
+overlap instead of taking turns). Commits stay strictly in order: a prefetched range is used
+only by the step whose checkpoint it extends, and goes through the same checks (parent link)
+as a fresh one; anything else drops every prefetched range. A range asked for before the one
+ahead of it was decoded may lack the children that one discovered: when taken, the logs of
+every address watched now and not then are fetched over it and decoded in (``_catch_up``).
+Above the finalized block one range is prefetched (ranges there are small, and their bloom
+checks read the watchlist). At most three ranges are in memory, each sized (``span``) to about
+TARGET_LOGS_PER_RANGE logs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -38,6 +46,7 @@ BLOOM_RETRIES = 3  # empty answers for a block whose bloom admits our contracts,
 BLOOM_RETRY_S = 0.05  # pause before the 2nd and 3rd asks (busy blocks' blooms give false
 # positives often, so this stays short: it sits on the follow latency)
 INITIAL_SPAN_BLOCKS = 64  # the first range is small; it doubles while ranges stay light
+PREFETCH_DEPTH = 2  # ranges loaded ahead of the one committing, at or below the finalized block
 
 
 @dataclass(slots=True)
@@ -51,6 +60,7 @@ class Fetched:
     headers: dict[int, BlockHeader] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
     quarantined: list[Undecodable] = field(default_factory=list)
+    watched: frozenset[str] = frozenset()  # the addresses the range was asked for
 
     def batch(self, chain_id: int, parent: tuple[int, str | None], finalized: int) -> Batch:
         """What the sink commits: every header of a full range, those carrying logs (and the
@@ -88,7 +98,8 @@ class RangeLoader:
         self.batch_blocks = batch_blocks
         self.span = min(batch_blocks, INITIAL_SPAN_BLOCKS)
         self.nrpc = 0
-        self._prefetch: asyncio.Task[Fetched] | None = None
+        # (first, planned last, full, task) of each range loading ahead, in chain order
+        self._prefetch: deque[tuple[int, int, bool, asyncio.Task[Fetched]]] = deque()
 
     async def fetch(self, first: int, last: int, full: bool) -> Fetched:
         """Logs and headers of ``[first, last]`` (or less: the RPC client may cap it),
@@ -102,6 +113,7 @@ class RangeLoader:
             first=first,
             last=rng.to_block,
             full=full,
+            watched=frozenset(watched),
         )
         _check_addresses(fetched.logs, watched)
         _check_order(fetched.logs)
@@ -112,34 +124,72 @@ class RangeLoader:
 
     # ---- pipelining ---------------------------------------------------------------------
 
-    def start_prefetch(self, first: int, last: int, full: bool) -> None:
-        """Load ``[first, last]`` in the background, unless a load is already running."""
-        if self._prefetch is None:
-            self._prefetch = asyncio.create_task(self.fetch(first, last, full), name="prefetch")
+    def start_prefetch(self, first: int, last: int, full: bool) -> int | None:
+        """Load ``[first, last]`` in the background when it is the next range to load ahead
+        and there is room (``PREFETCH_DEPTH`` at or below the finalized block, one above).
+        Returns the planned last block of the range loading from ``first`` (this one or one
+        already queued: the next range starts after it), or None when nothing loads from
+        ``first``."""
+        for qfirst, qlast, _full, _task in self._prefetch:
+            if qfirst == first:
+                return qlast
+        depth = 1 if full or any(q[2] for q in self._prefetch) else PREFETCH_DEPTH
+        if len(self._prefetch) >= depth:
+            return None
+        if self._prefetch and self._prefetch[-1][1] + 1 != first:
+            return None
+        task = asyncio.create_task(self.fetch(first, last, full), name="prefetch")
+        self._prefetch.append((first, last, full, task))
+        return last
 
     async def take_prefetch(self, first: int, last: int, full: bool) -> Fetched | None:
         """The prefetched range if it starts at ``first`` in the same mode and stays within
-        ``last``'s bounds; else None (and it is dropped)."""
-        task, self._prefetch = self._prefetch, None
-        if task is None:
+        ``last``'s bounds, caught up with the children discovered since it was asked for;
+        else None (and every prefetched range is dropped)."""
+        if not self._prefetch:
             return None
+        task = self._prefetch.popleft()[3]
         try:
             fetched = await task
         except Exception:  # its error, if any, repeats on the fresh fetch that follows
-            await self.watch.reload()
+            await self.drop_prefetch()
             return None
         if fetched.first == first and fetched.full == full and fetched.last <= last:
+            await self._catch_up(fetched)
             return fetched
-        await self.watch.reload()
+        await self.drop_prefetch()
         return None
 
+    async def _catch_up(self, fetched: Fetched) -> None:
+        """Add the logs of addresses watched now but not when ``fetched`` was asked for
+        (children that a range before it discovered), decoded like the rest."""
+        since = self.watch.since  # children a later range created have nothing here
+        missing = sorted(
+            a
+            for a in set(self.watch.addresses()) - fetched.watched
+            if since.get(a, -1) <= fetched.last
+        )
+        if not missing:
+            return
+        log.info(
+            "prefetch_caught_up", first=fetched.first, last=fetched.last, children=len(missing)
+        )
+        found = await self._logs_of(missing, fetched.first, fetched.last, fetched)
+        added = [lg for lg in found if lg.block_number >= since.get(lg.address, -1)]
+        fetched.watched = fetched.watched.union(missing)
+        fetched.logs.extend(added)
+        await self._decode_all(fetched, fetched.last, pending=added)
+        await self._fill_headers(fetched)
+
     async def drop_prefetch(self) -> None:
-        """Cancel the background load, forgetting the children it may have bound."""
-        task, self._prefetch = self._prefetch, None
-        if task is not None:
+        """Cancel the background loads, forgetting the children they may have bound."""
+        tasks = [q[3] for q in self._prefetch]
+        self._prefetch.clear()
+        for task in tasks:
             task.cancel()
             with contextlib.suppress(BaseException):
                 await task
+        if tasks:
             await self.watch.reload()
 
     def adapt_span(self, fetched: Fetched) -> None:
@@ -154,10 +204,13 @@ class RangeLoader:
 
     # ---- decoding ------------------------------------------------------------------------
 
-    async def _decode_all(self, fetched: Fetched, last: int) -> None:
-        """Decode, discovering factory children; their logs from creation on join the batch."""
-        n_ranged = len(fetched.logs)  # one get_range: ordered and duplicate-free (rpc checks)
-        pending = list(fetched.logs)
+    async def _decode_all(
+        self, fetched: Fetched, last: int, pending: list[RawLog] | None = None
+    ) -> None:
+        """Decode ``pending`` (default: every log of the range), discovering factory
+        children; their logs from creation on join the batch, which ends in chain order."""
+        n_ranged = len(fetched.logs) - (len(pending) if pending is not None else 0)
+        pending = list(fetched.logs) if pending is None else list(pending)
         while pending:
             new_children: dict[str, int] = {}
             for lg in pending:
@@ -172,6 +225,7 @@ class RangeLoader:
                     new_children.setdefault(child[0], lg.block_number)
             pending = []
             if new_children:
+                fetched.watched = fetched.watched.union(new_children)
                 found = await self._logs_of(
                     sorted(new_children), min(new_children.values()), last, fetched
                 )

@@ -9,7 +9,9 @@ logs never indexed."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,8 @@ import pytest
 from eth_abi.abi import encode as abi_encode
 from eth_utils.crypto import keccak
 
+from indexer import config as settings_file
+from indexer import db, runtime
 from tests import checks, deploy
 from tests.e2e.test_follow import static
 from tests.e2e.test_hostile_logs import emit
@@ -159,3 +163,46 @@ def test_two_factories_of_different_kinds_survive_a_restart_and_a_reorg(
     assert token_rows(db_dsn, other) == []
     assert token_rows(db_dsn, d.token) == token_logs(anvil, d.token, created)
     assert_everything(db_dsn, anvil, d, created)
+
+
+def test_a_range_asked_for_before_the_one_ahead_decoded_gets_its_new_childrens_logs(
+    anvil: Anvil, deployment: deploy.Deployment, make_config: Callable[..., Path], db_dsn: str
+) -> None:
+    """Below the finalized block the loader asks for two ranges ahead: the second is asked
+    for before the first has decoded, so before the banks the first creates are watched.
+    Range A holds a bank's creation, range B its first deposit, both asked for at once
+    (what the follower does): B, when taken, is caught up with the bank's logs. Without
+    the catch-up B lacks the deposit."""
+    d = deployment
+    bank = deploy.create_bank(d, deploy.product_id("ahead"))
+    created = int(d.w3.eth.block_number)
+    deploy.fund_bank(d, bank, 123)
+    funded = int(d.w3.eth.block_number)
+    cfg = make_config(max_reorg_depth=3)
+
+    async def load() -> tuple[list[str], list[str], int]:
+        settings = settings_file.load(cfg)
+        pool = await db.create_pool(settings.database_url.reveal(), size=2)
+        try:
+            async with runtime.open_chain(settings.chains[0], pool) as rt:
+                await rt.watch.ensure_loaded()
+                loader = rt.follower.loader
+                assert loader.start_prefetch(d.block_number, created, False) == created
+                assert loader.start_prefetch(created + 1, funded, False) == funded
+                a = await loader.take_prefetch(d.block_number, created, False)
+                b = await loader.take_prefetch(created + 1, funded, False)
+                assert a is not None
+                assert b is not None
+                names = [e.spec.name for e in a.events], [e.spec.name for e in b.events]
+                deposits = [
+                    int(e.args()["amount"])
+                    for e in b.events
+                    if e.spec.name == "FundsDeposited" and e.log.address == bank.address.lower()
+                ]
+                return names[0], names[1], sum(deposits)
+        finally:
+            await pool.close()
+
+    in_a, in_b, deposited = asyncio.run(load())
+    assert "ProductBankCreated" in in_a
+    assert deposited == 123, in_b
