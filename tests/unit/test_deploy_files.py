@@ -6,10 +6,13 @@ from __future__ import annotations
 import configparser
 import json
 import re
+import shutil
+import subprocess
 import tomllib
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from prometheus_client import Counter, Histogram
 from prometheus_client.metrics import MetricWrapperBase
@@ -149,26 +152,32 @@ def named_metrics() -> set[str]:
 
 
 def test_k8s_manifests_load_with_required_fields() -> None:
-    """Each manifest is YAML with apiVersion, kind and metadata.name, and the kinds asked for
-    are all there."""
+    """Each manifest is YAML with apiVersion, kind and metadata.name, the kinds asked for are
+    all there, and no Secret is among them (created by hand, never committed)."""
     docs = k8s_docs()
     assert set(docs) >= {
         "Deployment",
-        "ConfigMap",
-        "Secret",
         "Service",
         "PodDisruptionBudget",
         "ServiceMonitor",
         "PrometheusRule",
         "Namespace",
         "NetworkPolicy",
+        "Kustomization",
     }
+    assert "Secret" not in docs
+    assert "ConfigMap" not in docs  # generated from indexer.toml
     for kind, doc in docs.items():
         assert doc["apiVersion"], kind
         if kind != "Kustomization":
             assert doc["metadata"]["name"], kind
     listed = set(docs["Kustomization"]["resources"])
     assert listed == {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
+
+
+SECRET_ENV = "rewardsync-secrets"
+SECRET_KEYS = "rewardsync-keys"
+KEYS_DIR = "/etc/rewardsync-keys"
 
 
 def test_k8s_deployment_runs_two_replicas_with_probes() -> None:
@@ -184,8 +193,7 @@ def test_k8s_deployment_runs_two_replicas_with_probes() -> None:
     assert pod["terminationGracePeriodSeconds"] > 10
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
-    secret = docs["Secret"]["metadata"]["name"]
-    assert {"secretRef": {"name": secret}} in container["envFrom"]
+    assert {"secretRef": {"name": SECRET_ENV}} in container["envFrom"]
     assert [c["args"] for c in pod["initContainers"]] == [["migrate"]]
     assert dep["selector"]["matchLabels"].items() <= dep["template"]["metadata"]["labels"].items()
     port = container["ports"][0]["containerPort"]
@@ -200,21 +208,107 @@ def test_k8s_deployment_runs_two_replicas_with_probes() -> None:
     assert docs["Namespace"]["metadata"]["name"] == docs["Kustomization"]["namespace"]
 
 
-def test_k8s_configmap_holds_a_valid_config_without_secrets() -> None:
-    """The ConfigMap's indexer.toml parses, listens on the pod's port, and takes its database
-    and RPC URLs from the Secret's variables."""
+def test_k8s_kustomization_overrides_the_image_and_generates_the_config() -> None:
+    """`images:` names the image of every container; the ConfigMap comes from
+    configMapGenerator (hash suffix kept, so a config change rolls the pods) and is the one
+    the Deployment mounts; the keys are a Secret volume mounted read-only (group-readable,
+    optional without a pusher), never environment variables."""
     docs = k8s_docs()
-    toml = tomllib.loads(docs["ConfigMap"]["data"]["indexer.toml"])
+    kust = docs["Kustomization"]
+    pod = docs["Deployment"]["spec"]["template"]["spec"]
+    containers = pod["initContainers"] + pod["containers"]
+    overridden = {i["name"] for i in kust["images"]}
+    assert all(i.get("newTag") or i.get("newName") or i.get("digest") for i in kust["images"])
+    assert {c["image"].split(":")[0] for c in containers} <= overridden
+    [generator] = kust["configMapGenerator"]
+    assert not kust.get("generatorOptions", {}).get("disableNameSuffixHash")
+    assert all((K8S / f).is_file() for f in generator["files"])
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["config"]["configMap"]["name"] == generator["name"]
+    keys = volumes["keys"]["secret"]
+    assert keys == {"secretName": SECRET_KEYS, "optional": True, "defaultMode": 0o440}
+    for c in containers:
+        mounts = {m["name"]: m for m in c["volumeMounts"]}
+        assert mounts["keys"] == {"name": "keys", "mountPath": KEYS_DIR, "readOnly": True}
+        assert mounts["config"]["readOnly"] is True
+        names = {e["name"] for e in c.get("env", [])}
+        assert not names & {"INDEXER_SIGNER_KEY", "INDEXER_SENDER_KEY"}, c["name"]
+
+
+def _secret_env() -> dict[str, str]:
+    lines = (K8S / "secrets.env.example").read_text().splitlines()
+    return dict(ln.split("=", 1) for ln in lines if ln and not ln.startswith("#"))
+
+
+def test_k8s_config_is_valid_and_reads_its_keys_from_files(tmp_path: Path) -> None:
+    """The generated ConfigMap's indexer.toml loads with the variables of secrets.env.example
+    (the Secret's documented content: no key in it), listens on the pod's port, stops within
+    the pod's grace; its commented [signer] takes both keys from files of the keys mount."""
+    from indexer import config  # noqa: PLC0415
+
+    docs = k8s_docs()
+    env = _secret_env()
+    assert not set(env) & {"INDEXER_SIGNER_KEY", "INDEXER_SENDER_KEY"}
+    text = (K8S / "indexer.toml").read_text()
+    toml = tomllib.loads(text)
     assert toml["database"]["url"] == "$DATABASE_URL"
     assert toml["service"]["metrics_listen"].endswith(":9108")
     assert (
         toml["service"]["shutdown_grace"]
         < docs["Deployment"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     )
-    secret_keys = set(docs["Secret"]["stringData"])
-    assert "DATABASE_URL" in secret_keys
-    for chain in toml["chains"]:
-        assert f"INDEXER_RPC_URL_{chain['name'].upper()}" in secret_keys
+    settings = config.load(K8S / "indexer.toml", env)
+    assert settings.signer is None
+    assert [c.rpc_urls for c in settings.chains] == [(env["INDEXER_RPC_URL_MAINNET"],)]
+
+    signer = re.search(r"^# \[signer\]\n((?:# .*\n)+)", text, re.M)
+    assert signer
+    enabled = "[signer]\n" + re.sub(r"^# ", "", signer.group(1), flags=re.M)
+    assert f'key_file = "{KEYS_DIR}/signer.key"' in enabled
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    (keys / "signer.key").write_text("0x" + "11" * 32 + "\n")
+    (keys / "sender.key").write_text("0x" + "22" * 32)
+    local = tmp_path / "indexer.toml"
+    local.write_text(text.replace(signer.group(0), enabled).replace(KEYS_DIR, str(keys)))
+    with_signer = config.load(local, env)
+    assert with_signer.signer is not None
+    assert with_signer.signer.key.reveal().endswith("11" * 32)
+    assert with_signer.signer.sender_key is not None
+    assert with_signer.signer.sender_key.reveal().endswith("22" * 32)
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
+def test_k8s_kustomize_renders_a_config_change_as_a_new_configmap_name(tmp_path: Path) -> None:
+    """`kubectl kustomize` (offline) renders the kustomization: the Deployment mounts the
+    ConfigMap by its hashed name, the image comes from `images:`, no Secret is rendered; a
+    copy with one more line of configuration gets another ConfigMap name in the Deployment,
+    which is what rolls the pods."""
+
+    def render(folder: Path) -> tuple[str, list[str]]:
+        out = subprocess.run(
+            ["kubectl", "kustomize", str(folder)],
+            capture_output=True, text=True, timeout=120, check=True,
+        ).stdout  # fmt: skip
+        docs = {d["kind"]: d for d in yaml.safe_load_all(out)}
+        assert "Secret" not in docs
+        assert docs["NetworkPolicy"]["metadata"]["namespace"] == "rewardsync"
+        pod = docs["Deployment"]["spec"]["template"]["spec"]
+        [volume] = [v for v in pod["volumes"] if v["name"] == "config"]
+        name = docs["ConfigMap"]["metadata"]["name"]
+        assert volume["configMap"]["name"] == name
+        assert name.startswith("rewardsync-config-")
+        return name, [c["image"] for c in pod["initContainers"] + pod["containers"]]
+
+    name, images = render(K8S)
+    [image] = k8s_docs()["Kustomization"]["images"]
+    assert images == [f"{image['newName']}:{image['newTag']}"] * 2
+    copy = tmp_path / "k8s"
+    shutil.copytree(K8S, copy)
+    with (copy / "indexer.toml").open("a") as f:
+        f.write("# changed\n")
+    changed, _ = render(copy)
+    assert changed != name
 
 
 def test_prometheus_rules_cover_the_required_alerts() -> None:
