@@ -166,7 +166,7 @@ def test_k8s_manifests_load_with_required_fields() -> None:
         "Kustomization",
     }
     assert "Secret" not in docs
-    assert "ConfigMap" not in docs  # generated from indexer.toml
+    assert "ConfigMap" not in docs  # generated from rewardsync.toml
     for kind, doc in docs.items():
         assert doc["apiVersion"], kind
         if kind != "Kustomization":
@@ -222,7 +222,8 @@ def test_k8s_kustomization_overrides_the_image_and_generates_the_config() -> Non
     assert {c["image"].split(":")[0] for c in containers} <= overridden
     [generator] = kust["configMapGenerator"]
     assert not kust.get("generatorOptions", {}).get("disableNameSuffixHash")
-    assert all((K8S / f).is_file() for f in generator["files"])
+    assert generator["files"] == ["indexer.toml=rewardsync.toml"]  # the key the pods read
+    assert (K8S / "rewardsync.toml").is_file()
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["config"]["configMap"]["name"] == generator["name"]
     keys = volumes["keys"]["secret"]
@@ -241,15 +242,16 @@ def _secret_env() -> dict[str, str]:
 
 
 def test_k8s_config_is_valid_and_reads_its_keys_from_files(tmp_path: Path) -> None:
-    """The generated ConfigMap's indexer.toml loads with the variables of secrets.env.example
-    (the Secret's documented content: no key in it), listens on the pod's port, stops within
-    the pod's grace; its commented [signer] takes both keys from files of the keys mount."""
+    """rewardsync.toml (the generated ConfigMap's indexer.toml) loads with the variables of
+    secrets.env.example (the Secret's documented content: no key in it), listens on the pod's
+    port, stops within the pod's grace; its commented [signer] takes both keys from files of
+    the keys mount."""
     from indexer import config  # noqa: PLC0415
 
     docs = k8s_docs()
     env = _secret_env()
     assert not set(env) & {"INDEXER_SIGNER_KEY", "INDEXER_SENDER_KEY"}
-    text = (K8S / "indexer.toml").read_text()
+    text = (K8S / "rewardsync.toml").read_text()
     toml = tomllib.loads(text)
     assert toml["database"]["url"] == "$DATABASE_URL"
     assert toml["service"]["metrics_listen"].endswith(":9108")
@@ -257,7 +259,7 @@ def test_k8s_config_is_valid_and_reads_its_keys_from_files(tmp_path: Path) -> No
         toml["service"]["shutdown_grace"]
         < docs["Deployment"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     )
-    settings = config.load(K8S / "indexer.toml", env)
+    settings = config.load(K8S / "rewardsync.toml", env)
     assert settings.signer is None
     assert [c.rpc_urls for c in settings.chains] == [(env["INDEXER_RPC_URL_MAINNET"],)]
 
@@ -305,7 +307,7 @@ def test_k8s_kustomize_renders_a_config_change_as_a_new_configmap_name(tmp_path:
     assert images == [f"{image['newName']}:{image['newTag']}"] * 2
     copy = tmp_path / "k8s"
     shutil.copytree(K8S, copy)
-    with (copy / "indexer.toml").open("a") as f:
+    with (copy / "rewardsync.toml").open("a") as f:
         f.write("# changed\n")
     changed, _ = render(copy)
     assert changed != name
