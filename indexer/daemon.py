@@ -137,6 +137,13 @@ async def run(  # noqa: PLR0913 (keyword-only options of the run command)
                     serve(settings.service.metrics_listen, _readiness(runtimes, settings))
                 )
             side = [] if exit_when_caught_up else await _pushers(settings, runtimes, pool)
+            if serve_http and settings.api is not None:
+                from indexer.api import serve as serve_api  # noqa: PLC0415 (only with [api])
+
+                server = await stack.enter_async_context(
+                    serve_api(settings.api, dsn, _live_view(runtimes))
+                )
+                side.append(("api-listen", server.hub.run))
             if not exit_when_caught_up:
                 side += [(f"endpoints:{rt.settings.name}", _endpoint_probe(rt)) for rt in runtimes]
             side += [] if exit_when_caught_up else _reconcilers(settings, runtimes, pool)
@@ -252,6 +259,22 @@ async def _reconcile_loop(
                 )
     finally:
         await reconciler.close()
+
+
+def _live_view(runtimes: list[ChainRuntime]) -> Callable[[], dict[int, dict[str, Any]]]:
+    """What the API shows beside the database: each chain's name, head and leadership."""
+
+    def view() -> dict[int, dict[str, Any]]:
+        return {
+            rt.settings.chain_id: {
+                "name": rt.settings.name,
+                "head": rt.follower.head,
+                "leader": rt.leader,
+            }
+            for rt in runtimes
+        }
+
+    return view
 
 
 def _readiness(runtimes: list[ChainRuntime], settings: Settings) -> ReadyCheck:

@@ -178,3 +178,14 @@ WS_HEADS = Counter("indexer_ws_heads_total", "newHeads notifications received", 
 WS_RECONNECTS = Counter(
     "indexer_ws_reconnects_total", "newHeads subscriptions lost and opened again", ["chain"]
 )
+
+# The backend's HTTP API (indexer.api, indexer.stream).
+API_REQUESTS = Counter(
+    "indexer_api_requests_total", "HTTP API requests by route and status", ["route", "status"]
+)
+API_STREAM_CLIENTS = Gauge("indexer_api_stream_clients", "Live update (SSE) clients connected")
+API_STREAM_DROPPED = Counter(
+    "indexer_api_stream_dropped_total",
+    "Live update clients dropped as too slow (queue_full: wake-ups not taken; write_timeout)",
+    ["reason"],
+)
