@@ -45,5 +45,11 @@ if ! PGBIN=$(find_pg); then
   PGBIN=$(find_pg)
 fi
 echo "$PGBIN" > .tools/pgbin
+# Headless Chromium for the ops page's browser test (tests/e2e/test_api_live.py).
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "setup: chromium missing, installing Debian's chromium" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq chromium >/dev/null
+fi
 id postgres >/dev/null 2>&1 || useradd --system --home /var/lib/postgresql postgres 2>/dev/null || true
 echo "setup: ok (python $(.venv/bin/python -V 2>&1 | cut -d' ' -f2), anvil $(.tools/node_modules/.bin/anvil --version | head -1 | cut -d' ' -f3), postgres in $PGBIN)"
