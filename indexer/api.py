@@ -39,7 +39,6 @@ SHUTDOWN_S = 2.0
 
 # chain_id -> what this process knows live about the chain: name, head, leader.
 LiveView = Callable[[], dict[int, dict[str, Any]]]
-DB_ERRORS: tuple[type[BaseException], ...] = (asyncpg.PostgresError, *db.CONNECTION_ERRORS)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 POOL_KEY = web.AppKey("pool", asyncpg.Pool)
@@ -68,7 +67,7 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if exc.status < 400:
             raise
         resp = _json({"error": exc.reason}, exc.status)
-    except DB_ERRORS as exc:
+    except stream.DB_ERRORS as exc:
         log.warning("api_database_error", route=name, error=type(exc).__name__)
         resp = _json({"error": "database unavailable, try again"}, 503)
     metrics.API_REQUESTS.labels(name, str(resp.status)).inc()

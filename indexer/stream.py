@@ -44,6 +44,7 @@ LISTEN_PING_S = 30.0
 LISTEN_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0)
 CONNECT_TIMEOUT_S = 10.0
 FIRST = asyncio.FIRST_COMPLETED
+DB_ERRORS: tuple[type[BaseException], ...] = (asyncpg.PostgresError, *CONNECTION_ERRORS)
 
 
 @dataclass(slots=True)
@@ -308,6 +309,9 @@ async def handle(request: web.Request, hub: Hub, pool: asyncpg.Pool) -> web.Stre
             named = await _next(resp, sub)
     except ConnectionError:
         pass  # the client left, or was dropped as too slow
+    except DB_ERRORS as exc:
+        # Mid-stream no error answer is possible: end it; the client resumes from its last id.
+        log.warning("stream_database_error", error=type(exc).__name__)
     finally:
         hub.unsubscribe(sub)
     return resp
