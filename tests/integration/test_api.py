@@ -419,3 +419,73 @@ async def test_stream_drops_a_client_that_takes_no_wake_ups(db_dsn: str) -> None
         assert dropped._value.get() == before + 1
         assert len(server.hub) == 1  # the calm client is still served
         await calm.aclose()
+
+
+async def test_client_reconnects_by_itself_and_loses_nothing(
+    db_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """updates() with reconnect: when the server drops the stream, the client comes back with
+    its last event id and receives the commit made while it was away, once."""
+    from indexer import client as client_module  # noqa: PLC0415
+    from indexer import stream  # noqa: PLC0415
+
+    monkeypatch.setattr(client_module, "RECONNECT_S", 0.2)
+    con = await asyncpg.connect(db_dsn)
+    try:
+        await commit(con, 3, [("added", WALLET, 10)])
+        async with running(db_dsn) as (base, server), RewardsyncClient(base) as client:
+            updates = client.updates(WALLET)
+            assert (await next_update(updates)).event == "overview"
+            note = {"chain_id": CHAIN, "kind": "commit", "wallets": [WALLET],
+                    "wallets_truncated": False}  # fmt: skip
+            for _ in range(stream.QUEUE_SIZE + 1):  # dropped as too slow
+                server.hub.publish(orjson.dumps(note).decode())
+            await commit(con, 4, [("added", WALLET, 20)])  # while it reconnects
+            item = await next_update(updates, "reward")
+            assert (item.data["block_number"], item.data["amount"]) == (4, "20")
+            overview = await next_update(updates, "overview")
+            assert overview.data["balances"][0]["claimable"] == "30"
+            await commit(con, 5, [("added", WALLET, 40)])
+            later = await next_update(updates, "reward")
+            assert (later.data["block_number"], later.data["amount"]) == (5, "40")
+            await updates.aclose()
+    finally:
+        await con.close()
+
+
+async def test_ops_page_escapes_what_it_shows(db_dsn: str) -> None:
+    """The ops page lists a halted chain, a reorg, an open discrepancy and a batch, with
+    whatever text they carry escaped."""
+    hostile = "<script>alert(1)</script>"
+    con = await asyncpg.connect(db_dsn)
+    try:
+        await commit(con, 3, [("added", WALLET, 10)])
+        await con.execute("UPDATE checkpoints SET halted_reason = $1", "deep reorg " + hostile)
+        await con.execute(Q["insert_reorg"], CHAIN, 2, 1, None, None, "reorg")
+        await con.execute(
+            "INSERT INTO discrepancies (chain_id, kind, subject, expected, actual) "
+            "VALUES ($1, 'balance', $2, '1', '2')",
+            CHAIN,
+            hostile,
+        )
+        await con.execute(
+            "INSERT INTO reward_batches (chain_id, bank, campaign_id, token, status, "
+            "reward_count, total_amount) VALUES ($1, $2, $3, $4, 'pending', 3, 99)",
+            CHAIN, BANK, CAMPAIGN, TOKEN_ADDR,
+        )  # fmt: skip
+    finally:
+        await con.close()
+    async with running(db_dsn, live={CHAIN: {"name": "local", "head": 9, "leader": True}}) as (
+        base,
+        _,
+    ):
+        status, page = await get(base + "/")
+    assert status == 200
+    assert hostile not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "1 chain(s) halted" in page
+    chains = page[page.index('id="chains"') : page.index('id="reorgs"')]
+    assert "<td>local</td>" in chains
+    assert "<td>6</td>" in chains  # lag: head 9 - checkpoint 3
+    batches = page[page.index('id="batches"') :]
+    assert "<td>pending</td><td>3</td><td>99</td>" in batches
