@@ -40,6 +40,7 @@ WRITE_TIMEOUT_S = 10.0
 KEEPALIVE_S = 15.0
 MAX_CLIENTS = 1000
 PAGE = 500
+ROUND = 2000  # reward events per catch-up round: a long resume is sent in rounds, not held
 LISTEN_PING_S = 30.0
 LISTEN_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0)
 CONNECT_TIMEOUT_S = 10.0
@@ -223,6 +224,7 @@ class Session:
         self.pool = pool
         self.wallet = wallet
         self.cursor = cursor
+        self.more = False  # the last round stopped at ROUND events: another one is due
 
     async def catch_up(self, *, named: bool) -> list[tuple[str, str, dict[str, Any]]]:
         """The events due since the cursor, as (event, id, data), in one snapshot."""
@@ -238,7 +240,7 @@ class Session:
                 return [("overview", self.cursor.encode(), overview)]
             events = await self._reorgs(con, self.cursor)
             events += await self._items(con, self.cursor)
-            if events or named:
+            if (events or named) and not self.more:
                 overview = await wallet_overview(con, self.wallet)
                 events.append(("overview", self.cursor.encode(), overview))
             return events
@@ -256,7 +258,8 @@ class Session:
         return out
 
     async def _items(self, con: Conn, cursor: Cursor) -> list[tuple[str, str, dict[str, Any]]]:
-        out = []
+        out: list[tuple[str, str, dict[str, Any]]] = []
+        self.more = False
         for chain, checkpoint in await con.fetch(Q["api_checkpoints"]):
             block, log_index = cursor.chains.get(chain, (-1, END))
             while True:
@@ -269,6 +272,9 @@ class Session:
                     out.append(("reward", cursor.encode(), history_item(row)))
                 if len(rows) < PAGE:
                     break
+                if len(out) >= ROUND:
+                    self.more = True
+                    return out
             if (block, log_index) < (checkpoint, END):
                 cursor.chains[chain] = (checkpoint, END)
         return out
@@ -306,7 +312,8 @@ async def handle(request: web.Request, hub: Hub, pool: asyncpg.Pool) -> web.Stre
         while named is not None:
             for event, event_id, data in await session.catch_up(named=named):
                 await _write(resp, sub, sse(event, event_id, data))
-            named = await _next(resp, sub)
+            more = session.more and not sub.closed.is_set()
+            named = True if more else await _next(resp, sub)
     except ConnectionError:
         pass  # the client left, or was dropped as too slow
     except DB_ERRORS as exc:

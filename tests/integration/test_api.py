@@ -489,3 +489,86 @@ async def test_ops_page_escapes_what_it_shows(db_dsn: str) -> None:
     assert "<td>6</td>" in chains  # lag: head 9 - checkpoint 3
     batches = page[page.index('id="batches"') :]
     assert "<td>pending</td><td>3</td><td>99</td>" in batches
+
+
+async def test_stream_drops_a_client_that_does_not_read(
+    db_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that stops reading while a long catch-up is written is dropped after the
+    write timeout (indexer_api_stream_dropped_total{reason="write_timeout"}), not buffered."""
+    import socket  # noqa: PLC0415
+
+    from indexer import metrics, stream  # noqa: PLC0415
+
+    monkeypatch.setattr(stream, "WRITE_TIMEOUT_S", 0.5)
+    dropped = metrics.API_STREAM_DROPPED.labels("write_timeout")
+    before = dropped._value.get()
+    con = await asyncpg.connect(db_dsn)
+    try:
+        await con.execute(
+            "INSERT INTO reward_added (chain_id, block_number, block_hash, tx_hash, log_index, "
+            "contract, token, wallet, emitter, amount) SELECT $1, n, $2, $2, 0, $3, $4, $5, $3, n "
+            "FROM generate_series(1, 30000) n",
+            CHAIN, "0x" + "11" * 32, MTPP, TOKEN_ADDR, WALLET,
+        )  # fmt: skip
+        await con.execute(
+            "INSERT INTO checkpoints (chain_id, block_number, block_hash) VALUES ($1, 30000, $2)",
+            CHAIN,
+            "0x" + "11" * 32,
+        )
+    finally:
+        await con.close()
+    async with running(db_dsn) as (base, server):
+        port = int(base.rsplit(":", 1)[1])
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", port))
+        sock.sendall(
+            f"GET /v1/stream?wallet={WALLET} HTTP/1.1\r\nHost: x\r\n"
+            f"Last-Event-ID: r0,{CHAIN}:0\r\n\r\n".encode()
+        )  # 30,000 reward events due (about 12 MB), and this client reads none of them
+        try:
+            for _ in range(300):
+                if dropped._value.get() == before + 1 and len(server.hub) == 0:
+                    break
+                await asyncio.sleep(0.1)
+            assert dropped._value.get() == before + 1
+            assert len(server.hub) == 0
+        finally:
+            sock.close()
+
+
+async def test_a_long_resume_comes_in_rounds_each_item_once(db_dsn: str) -> None:
+    """Resuming far behind (4,500 items: three rounds of at most 2,000) delivers every item
+    once, in order, then one overview."""
+    from indexer import stream  # noqa: PLC0415
+
+    con = await asyncpg.connect(db_dsn)
+    try:
+        await con.execute(
+            "INSERT INTO reward_added (chain_id, block_number, block_hash, tx_hash, log_index, "
+            "contract, token, wallet, emitter, amount) SELECT $1, n / 2, $2, $2, n % 2, $3, $4, "
+            "$5, $3, n FROM generate_series(2, 4501) n",
+            CHAIN, "0x" + "11" * 32, MTPP, TOKEN_ADDR, WALLET,
+        )  # fmt: skip
+        await con.fetch(Q["add_balances"], CHAIN, 0, 3000, 101)
+        await con.execute(
+            "INSERT INTO checkpoints (chain_id, block_number, block_hash) VALUES ($1, 3000, $2)",
+            CHAIN,
+            "0x" + "11" * 32,
+        )
+    finally:
+        await con.close()
+    assert stream.ROUND < 4500 / 2
+    async with running(db_dsn) as (base, _), RewardsyncClient(base) as client:
+        updates = client.updates(WALLET, last_event_id=f"r0,{CHAIN}:0", reconnect=False)
+        got = []
+        while True:
+            update = await next_update(updates)
+            if update.event == "overview":
+                break
+            got.append((update.data["block_number"], update.data["log_index"]))
+        assert got == sorted(set(got))
+        assert len(got) == 4500
+        assert update.data["balances"][0]["claimable"] == str(sum(range(2, 4502)))
+        await updates.aclose()
