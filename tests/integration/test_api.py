@@ -17,6 +17,7 @@ import asyncpg
 import orjson
 import pytest
 from eth_utils.address import to_checksum_address
+from openapi_schema_validator import OAS31Validator
 from openapi_spec_validator import validate
 
 from indexer import api, openapi
@@ -71,6 +72,12 @@ async def post(url: str, body: object, token: str | None = None) -> tuple[int, A
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     async with aiohttp.ClientSession() as s, s.post(url, json=body, headers=headers) as resp:
         return resp.status, orjson.loads(await resp.read())
+
+
+def conforms(name: str, body: object) -> None:
+    """``body`` is valid against the OpenAPI document's schema ``name``."""
+    doc = openapi.document()
+    OAS31Validator({"$ref": f"#/components/schemas/{name}", **doc}).validate(body)
 
 
 async def commit(
@@ -190,6 +197,7 @@ async def test_read_endpoints_show_the_tables(db_dsn: str) -> None:
         checksummed = to_checksum_address(WALLET)
         status, overview = await get(f"{base}/v1/wallets/{checksummed}")
         assert status == 200
+        conforms("WalletOverview", overview)
         assert overview == {
             "wallet": checksummed,
             "balances": [
@@ -212,6 +220,7 @@ async def test_read_endpoints_show_the_tables(db_dsn: str) -> None:
             params = {"limit": "3"} | ({"cursor": cursor} if cursor else {})
             status, page = await get(f"{base}/v1/wallets/{WALLET}/history", params=params)
             assert status == 200
+            conforms("HistoryPage", page)
             seen += [(i["block_number"], i["log_index"]) for i in page["items"]]
             cursor, pages = page["next_cursor"], pages + 1
         assert seen == [(12, 0), (11, 1), (11, 0), (10, 0)]  # newest first, each once
@@ -222,16 +231,20 @@ async def test_read_endpoints_show_the_tables(db_dsn: str) -> None:
         assert page["items"][-1]["contract"] == to_checksum_address(MTPP)
         status, reward = await get(f"{base}/v1/rewards/order-1")
         assert (status, reward["status"], reward["amount"]) == (200, "pending", "9")
+        conforms("RewardStatus", reward)
         assert reward["wallet"] == checksummed
         assert reward["bank"] == to_checksum_address(BANK)
         status, missing = await get(f"{base}/v1/rewards/order-none")
+        conforms("Error", missing)
         assert (status, missing) == (404, {"error": "no reward with this external_key"})
         status, camps = await get(f"{base}/v1/campaigns", params={"bank": BANK})
         assert status == 200
+        conforms("Campaigns", camps)
         (camp,) = camps["campaigns"]
         assert (camp["remaining"], camp["queued"], camp["uncapped"]) == ("1000", "9", False)
         status, chamas = await get(f"{base}/v1/chamas/7")
         assert status == 200
+        conforms("Chamas", chamas)
         (chama,) = chamas["chamas"]
         assert (chama["name"], chama["members"], chama["current_round"]) == ("circle", 1, 1)
         assert chama["member_stats"] == [
@@ -239,6 +252,7 @@ async def test_read_endpoints_show_the_tables(db_dsn: str) -> None:
         ]
         assert (await get(f"{base}/v1/chamas/8"))[0] == 404
         status, sync = await get(f"{base}/v1/status")
+        conforms("Status", sync)
         (chain,) = sync["chains"]
         assert (chain["checkpoint"], chain["head"], chain["lag"], chain["name"]) == (
             12, 15, 3, "local",
