@@ -19,6 +19,10 @@ for secrets; an unset variable is a problem)::
     metrics_listen        "127.0.0.1:9108"  HOST:PORT (IPv6 as [::1]:9108) of /metrics,
                                             /healthz and /readyz; port 0 = any free port
     reconcile_interval    600       seconds between reconciler runs (> 0)
+    reconcile_max_views   50000     above this many balance keys a chain's reconcile runs
+                                    are incremental, each asking at most this many views (≥ 1)
+    reconcile_share       0.05      share of the balance keys each incremental run samples
+                                    (0 < share ≤ 1): every key is checked each 1/share runs
     ready_max_lag_blocks  100       /readyz fails while a chain's lag (head - checkpoint,
                                     so including `confirmations`) exceeds this (≥ 0)
     shutdown_grace        10        seconds SIGTERM waits for tasks to finish (> 0)
@@ -146,6 +150,8 @@ DEFAULT_METRICS_LISTEN = ("127.0.0.1", 9108)
 DEFAULT_API_LISTEN = ("127.0.0.1", 9109)
 MIN_API_TOKEN_CHARS = 16
 RECONCILE_INTERVAL_S = 600.0
+RECONCILE_MAX_VIEWS = 50_000
+RECONCILE_SHARE = 0.05
 READY_MAX_LAG_BLOCKS = 100
 MIB = 1024 * 1024
 SHUTDOWN_GRACE_S = 10.0
@@ -279,6 +285,8 @@ class ServiceSettings:
     reconcile_interval_s: float = RECONCILE_INTERVAL_S
     ready_max_lag_blocks: int = READY_MAX_LAG_BLOCKS
     shutdown_grace_s: float = SHUTDOWN_GRACE_S
+    reconcile_max_views: int = RECONCILE_MAX_VIEWS
+    reconcile_share: float = RECONCILE_SHARE
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,6 +362,8 @@ def _database(table: Mapping[str, Any], ctx: _Context) -> Secret:
 _SERVICE_KEYS = (
     "metrics_listen",
     "reconcile_interval",
+    "reconcile_max_views",
+    "reconcile_share",
     "ready_max_lag_blocks",
     "shutdown_grace",
     "abi_dir",
@@ -368,11 +378,18 @@ def _service(sec: Section) -> ServiceSettings:
             sec.problems.add(sec.key("metrics_listen"), f"not HOST:PORT: {json.dumps(text)}")
         listen = parsed or listen
     reconcile = sec.get_seconds("reconcile_interval")
+    max_views = sec.get_int("reconcile_max_views", minimum=1)
+    share = sec.get_positive("reconcile_share", "a share of the keys")
+    if share is not None and share > 1:
+        sec.problems.add(sec.key("reconcile_share"), f"must be at most 1, got {share:g}")
+        share = None
     lag = sec.get_int("ready_max_lag_blocks")
     grace = sec.get_seconds("shutdown_grace")
     return ServiceSettings(
         metrics_listen=listen,
         reconcile_interval_s=RECONCILE_INTERVAL_S if reconcile is None else reconcile,
+        reconcile_max_views=RECONCILE_MAX_VIEWS if max_views is None else max_views,
+        reconcile_share=RECONCILE_SHARE if share is None else share,
         ready_max_lag_blocks=READY_MAX_LAG_BLOCKS if lag is None else lag,
         shutdown_grace_s=SHUTDOWN_GRACE_S if grace is None else grace,
     )

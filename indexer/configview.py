@@ -83,6 +83,8 @@ def render(settings: Settings) -> str:
         {
             "metrics_listen": listen,
             "reconcile_interval": svc.reconcile_interval_s,
+            "reconcile_max_views": svc.reconcile_max_views,
+            "reconcile_share": svc.reconcile_share,
             "ready_max_lag_blocks": svc.ready_max_lag_blocks,
             "shutdown_grace": svc.shutdown_grace_s,
         }

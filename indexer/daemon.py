@@ -21,7 +21,7 @@ import asyncpg
 import structlog
 
 from indexer import db, metrics
-from indexer.config import Settings
+from indexer.config import ServiceSettings, Settings
 from indexer.driver import run_follower
 from indexer.errors import DatabaseUnavailable, IndexerError, NotLeader
 from indexer.runtime import (
@@ -218,10 +218,10 @@ def _reconcilers(
     settings: Settings, runtimes: list[ChainRuntime], pool: asyncpg.Pool
 ) -> list[tuple[str, SideTask]]:
     """One periodic reconciler per chain (it works only while this process leads the chain)."""
-    interval_s = settings.service.reconcile_interval_s
+    service = settings.service
 
     def loop(rt: ChainRuntime) -> SideTask:
-        return lambda stop: _reconcile_loop(rt, pool, interval_s, stop)
+        return lambda stop: _reconcile_loop(rt, pool, service, stop)
 
     return [(f"reconciler:{rt.settings.name}", loop(rt)) for rt in runtimes]
 
@@ -235,14 +235,21 @@ RECONCILE_ERRORS: tuple[type[BaseException], ...] = (
 
 
 async def _reconcile_loop(
-    rt: ChainRuntime, pool: asyncpg.Pool, interval_s: float, stop: asyncio.Event
+    rt: ChainRuntime, pool: asyncpg.Pool, service: ServiceSettings, stop: asyncio.Event
 ) -> None:
     """Every ``interval_s``, on the leader only, record discrepancies (never fix: repairs are
     an operator's call); a failed run is logged and tried again at the next interval, since a
     node or database hiccup must not stop the followers."""
-    from indexer.reconcile import Reconciler  # noqa: PLC0415 (exit mode and backfill never load it)
+    from indexer.reconcile import (  # noqa: PLC0415 (exit mode and backfill never load it)
+        Coverage,
+        Reconciler,
+    )
 
-    reconciler = Reconciler(pool, rt.settings, rt.rpc, rt.watch)
+    interval_s = service.reconcile_interval_s
+    coverage = Coverage(share=service.reconcile_share, max_views=service.reconcile_max_views)
+    reconciler = Reconciler(
+        pool, rt.settings, rt.rpc, rt.watch, coverage=coverage, interval_s=interval_s
+    )
     try:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):

@@ -19,8 +19,9 @@ import asyncpg.pool
 from indexer.errors import DatabaseUnavailable, Retryable, SchemaVersionError
 from indexer.log import mask_url
 
-SCHEMA_VERSION = 3  # 2: meta.nonce_salt, batch count/total/evidence/lease, amount < 2^256;
-# 3: the rewardsync_api schema (enqueue_reward, reward_status, wallet_overview, sync_status)
+SCHEMA_VERSION = 4  # 2: meta.nonce_salt, batch count/total/evidence/lease, amount < 2^256;
+# 3: the rewardsync_api schema (enqueue_reward, reward_status, wallet_overview, sync_status);
+# 4: reconcile_cursor (the incremental reconciler's place)
 # Package data (schema.sql at the top of the repository links here): found by an installed wheel.
 _PACKAGE = Path(str(importlib.resources.files("indexer")))
 SCHEMA_PATH = _PACKAGE / "schema.sql"

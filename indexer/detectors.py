@@ -38,11 +38,14 @@ def balance_keys(rows: Sequence[Row]) -> list[tuple[str, str]]:
     return sorted({(r["contract"], r["token"]) for r in rows})
 
 
-def balances(rows: Sequence[Row], pending: Sequence[int], totals: Sequence[int]) -> list[Finding]:
+def balances(
+    rows: Sequence[Row], pending: Sequence[int], totals: Sequence[int] | None
+) -> list[Finding]:
     """``amount_mismatch``: per (contract, token, wallet) the contract's pending amount, the
     fold of the events and ``reward_balances`` at B must agree (and added/claimed must match
     the events'); per (contract, token) the total pending must equal the events' sum.
-    ``pending`` follows ``rows``, ``totals`` follows :func:`balance_keys`."""
+    ``pending`` follows ``rows``, ``totals`` follows :func:`balance_keys` (None: the rows are
+    a sample, whose sums say nothing of the totals; see :func:`totals`)."""
     found: list[Finding] = []
     sums: dict[tuple[str, str], int] = defaultdict(int)
     for r, chain_value in zip(rows, pending, strict=True):
@@ -61,6 +64,8 @@ def balances(rows: Sequence[Row], pending: Sequence[int], totals: Sequence[int])
                 RecomputeBalance(*key, events_wrong=chain_value != events),
             )
         )
+    if totals is None:
+        return found
     for (contract, token), chain_value in zip(balance_keys(rows), totals, strict=True):
         if chain_value != sums[(contract, token)]:
             found.append(
@@ -73,6 +78,34 @@ def balances(rows: Sequence[Row], pending: Sequence[int], totals: Sequence[int])
                 )
             )
     return found
+
+
+def in_doubt(rows: Sequence[Row], pending: Sequence[int]) -> list[tuple[str, str, str]]:
+    """The first look of an incremental run: the keys (contract, token, wallet) whose
+    ``reward_balances`` taken back to B (``stored_at_b``) differ from the contract's pending
+    amount. Only those get the full comparison (:func:`balances`), which folds their events."""
+    return [
+        (r["contract"], r["token"], r["wallet"])
+        for r, chain_value in zip(rows, pending, strict=True)
+        if chain_value != int(r["stored_at_b"])
+    ]
+
+
+def totals(rows: Sequence[Row], values: Sequence[int]) -> list[Finding]:
+    """``amount_mismatch`` of a token's total pending (the contract's ``getTotalPending``) and
+    the sum of ``reward_balances`` at B (``total_at_b``), once per cycle of an incremental
+    reconciler: a wallet the sample has not reached yet whose row is wrong shows here."""
+    return [
+        Finding(
+            "amount_mismatch",
+            f"total_pending:{r['contract']}:{r['token']}",
+            str(value),
+            f"reward_balances {int(r['total_at_b'])}",
+            RefetchEvents(r["contract"]),
+        )
+        for r, value in zip(rows, values, strict=True)
+        if value != int(r["total_at_b"])
+    ]
 
 
 def contributions(rows: Sequence[Row], values: Sequence[int]) -> list[Finding]:

@@ -70,6 +70,16 @@ RECONCILE_LAST_RUN = Gauge(
     "indexer_reconcile_last_run_timestamp_seconds", "Unix time of the last reconcile", ["chain"]
 )
 RECONCILE_SECONDS = Histogram("indexer_reconcile_seconds", "Reconcile duration", ["chain"])
+RECONCILE_COVERAGE_RUNS = Gauge(
+    "indexer_reconcile_coverage_runs",
+    "Reconcile runs that check every balance once (1: each run checks all)",
+    ["chain"],
+)
+RECONCILE_DRIFT_WINDOW = Gauge(
+    "indexer_reconcile_drift_window_seconds",
+    "Longest a wrong balance nobody touches can stay unseen (coverage runs x interval)",
+    ["chain"],
+)
 RECONCILE_ITEMS = Counter(
     "indexer_reconcile_items_checked_total", "Items compared by the reconciler", ["chain", "kind"]
 )

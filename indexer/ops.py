@@ -399,13 +399,23 @@ async def reconcile(
 ) -> list[Report]:
     """One reconciler run per chain (see ``indexer.reconcile``); with ``fix`` the database is
     made to agree with the chain and each discrepancy row records how it was resolved."""
-    from indexer.reconcile import Reconciler  # noqa: PLC0415 (only this command needs it)
+    from indexer.reconcile import Coverage, Reconciler  # noqa: PLC0415 (only this command needs it)
+
+    svc = settings.service
+    coverage = Coverage(share=svc.reconcile_share, max_views=svc.reconcile_max_views)
 
     reports = []
     async with _pool(settings, "indexer-reconcile") as pool:
         for chain in chains:
             async with runtime.open_chain(chain, pool) as rt:
-                reconciler = Reconciler(pool, chain, rt.rpc, rt.watch)
+                reconciler = Reconciler(
+                    pool,
+                    chain,
+                    rt.rpc,
+                    rt.watch,
+                    coverage=coverage,
+                    interval_s=svc.reconcile_interval_s,
+                )
                 try:
                     reports.append(await reconciler.run_once(fix=fix))
                 finally:

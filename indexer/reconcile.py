@@ -28,6 +28,18 @@ Kinds (``Finding.kind``):
   confirmed, still pending after its deadline passed at a final block, a confirmed reward
   whose batch is not).
 
+Size (``Coverage``). While a chain holds at most ``max_views`` balance keys every run compares
+every balance (a full run). Above that a run is incremental: it checks the balances touched
+since the last run (the reward events after the stored ``touched_block``, bounded so that the
+run asks at most ``max_views`` views; the rest waits for the next run) plus the next
+``share`` of the table in key order (a rotating sample whose cursor is kept in
+``reconcile_cursor``). Only the keys whose stored balance differs from the contract's get the
+full comparison with their events; the run that ends a cycle of the sample also compares each
+token's total pending with the sum of ``reward_balances``. A wrong balance row nobody touches
+is therefore seen within ``ceil(keys / (share × keys))`` runs, ``1 / share`` runs (20 at the
+default 5 %): ``indexer_reconcile_coverage_runs`` and ``indexer_reconcile_drift_window_seconds``
+(that many runs times ``reconcile_interval``) say it for the chain's current size.
+
 A discrepancy is one row per (chain, kind, subject); a later run updates it while it holds and
 closes it (``cleared``) once it no longer does. ``fix`` acts, then checks again at the same B:
 what the second look no longer finds is closed with the action taken (``fixed: ...``).
@@ -35,6 +47,7 @@ what the second look no longer finds is closed with the action taken (``fixed: .
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -65,7 +78,12 @@ KINDS: Final = (
     "status_mismatch",
 )
 LOCK_NAMESPACE: Final = 0x7263  # "rc": high bits of the per-chain reconciler lock
-MULTICALL_CHUNK: Final = 200
+# Views per Multicall3 ``aggregate3``, sized by gas: an eth_call gets the node's RPC gas cap
+# (geth 50M, many providers 25M+); a getPendingAmount costs under 10,000 gas cold (two SLOADs
+# and the call), so 2,000 views stay under 20M with room to spare.
+MULTICALL_GAS: Final = 20_000_000
+VIEW_GAS: Final = 10_000
+MULTICALL_CHUNK: Final = MULTICALL_GAS // VIEW_GAS
 _GET_PENDING: Final = keccak(b"getPendingAmount(address,address)")[:4]
 _GET_TOTAL_PENDING: Final = keccak(b"getTotalPending(address)")[:4]
 _GET_CONTRIBUTED: Final = keccak(b"getTotalContributed(uint256,address)")[:4]
@@ -73,6 +91,32 @@ _AGGREGATE3: Final = keccak(b"aggregate3((address,bool,bytes)[])")[:4]
 _REWARDS_PUSHED: Final = (
     "0x" + keccak(b"RewardsPushed(bytes32,address,bytes32,uint256,uint256)").hex()
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Coverage:
+    """How much of a large chain one run checks (see the module docstring)."""
+
+    share: float = 0.05  # of the balance keys, per run, in the rotating sample
+    max_views: int = 50_000  # at most this many balance views per run; also the full-run size
+
+
+Key = tuple[str, str, str]  # (contract, token, wallet) of reward_balances
+
+
+@dataclass(frozen=True, slots=True)
+class BalancePlan:
+    """Which balances one run compares: every one (``full``), or the touched and sampled
+    ``keys``, and where the cursor goes once the run is recorded."""
+
+    full: bool
+    keys: tuple[Key, ...] = ()
+    touched: int = 0
+    upto: int = -1  # reward events up to this block were looked at
+    cursor: tuple[str, str, str] = ("", "", "")  # (wallet, contract, token) to go on after
+    cycles: int = 0
+    ends_cycle: bool = False  # the sample wrapped: compare the totals too
+    coverage_runs: int = 1
 
 
 @dataclass(slots=True)
@@ -131,10 +175,19 @@ def _contracts_with(chain: ChainSettings, function: str) -> list[str]:
 class Reconciler:
     """Compares one chain's database with its contracts' views at a finalized block."""
 
-    def __init__(
-        self, pool: asyncpg.Pool, chain: ChainSettings, rpc: RpcClient, watch: Watchlist
+    def __init__(  # noqa: PLR0913 (the chain's parts, then keyword-only knobs)
+        self,
+        pool: asyncpg.Pool,
+        chain: ChainSettings,
+        rpc: RpcClient,
+        watch: Watchlist,
+        *,
+        coverage: Coverage | None = None,
+        interval_s: float = 600.0,
     ) -> None:
         self.pool = pool
+        self.coverage = coverage or Coverage()
+        self.interval_s = interval_s
         self.chain = chain
         self.rpc = rpc
         self.watch = watch
@@ -160,7 +213,8 @@ class Reconciler:
         header = await self.pick_block()
         if header is not None:
             report.block, report.block_hash = header.number, header.hash
-            report.found = await self.detect(header, report.checked)
+            plan = await self.plan(header.number)
+            report.found = await self.detect(header, report.checked, plan)
             ranges = await self._cross_check(header, report.checked)
             report.found += ranges
             report.opened, first_pass = await self._record(report.found, header.number, {})
@@ -170,7 +224,7 @@ class Reconciler:
             if fix and report.found:
                 actions = await self.fixer.fix(report.found, header)
                 actions.update(refetched)
-                report.remaining = await self.detect(header, {})
+                report.remaining = await self.detect(header, {}, plan)
                 report.remaining += await self._cross_check(header, {}, only=ranges)
                 _, fixed = await self._record(report.remaining, header.number, actions)
                 left = {(f.kind, f.subject) for f in report.remaining}
@@ -181,6 +235,7 @@ class Reconciler:
                 }
                 closed += len(fixed)
             report.cleared = closed
+            await self._advance(plan)
         report.elapsed_s = time.monotonic() - started
         await self._observe(report)
         log.info(
@@ -212,13 +267,75 @@ class Reconciler:
             return None
         return await self.rpc.header(number)
 
-    async def detect(self, header: BlockHeader, checked: dict[str, int]) -> list[Finding]:
-        """Every disagreement at block ``header`` (reads only)."""
+    async def plan(self, b: int) -> BalancePlan:
+        """The balances this run compares at B: all of them while the chain holds at most
+        ``max_views`` keys, else the keys touched since the last run and the next sample."""
+        cid, cov = self.chain.chain_id, self.coverage
+        async with self.pool.acquire() as con, con.transaction(isolation="repeatable_read"):
+            if await con.fetchval(Q["rc_balance_keys_over"], cid, self.pushpull, cov.max_views) <= (
+                cov.max_views
+            ):
+                return BalancePlan(full=True)
+            size = max(await con.fetchval(Q["rc_balance_keys_estimate"]), cov.max_views + 1)
+            sample_n = max(1, min(math.ceil(cov.share * size), cov.max_views // 2))
+            cur = await con.fetchrow(Q["rc_cursor_load"], cid)
+            since = b if cur is None else min(int(cur["touched_block"]), b)
+            after = ("", "", "") if cur is None else (cur["wallet"], cur["contract"], cur["token"])
+            upto = await con.fetchval(Q["rc_touched_upto"], cid, since, b, cov.max_views - sample_n)
+            touched = {
+                (r["contract"], r["token"], r["wallet"])
+                for r in await con.fetch(Q["rc_touched_keys"], cid, since, upto, self.pushpull)
+            }
+            sample = await con.fetch(Q["rc_sample_keys"], cid, *after, self.pushpull, sample_n)
+        ends_cycle = len(sample) < sample_n
+        last = sample[-1] if sample and not ends_cycle else None
+        keys = touched | {(r["contract"], r["token"], r["wallet"]) for r in sample}
+        return BalancePlan(
+            full=False,
+            keys=tuple(sorted(keys)),
+            touched=len(touched),
+            upto=int(upto),
+            cursor=("", "", "")
+            if last is None
+            else (last["wallet"], last["contract"], last["token"]),
+            cycles=(0 if cur is None else int(cur["cycles"])) + ends_cycle,
+            ends_cycle=ends_cycle,
+            coverage_runs=math.ceil(size / sample_n),
+        )
+
+    async def _advance(self, plan: BalancePlan) -> None:
+        """Store where the next incremental run goes on (after this run was recorded)."""
+        name = self.chain.name
+        metrics.RECONCILE_COVERAGE_RUNS.labels(name).set(plan.coverage_runs)
+        metrics.RECONCILE_DRIFT_WINDOW.labels(name).set(plan.coverage_runs * self.interval_s)
+        if plan.full:
+            return
+        async with self.pool.acquire() as con:
+            await con.execute(
+                Q["rc_cursor_save"], self.chain.chain_id, plan.upto, *plan.cursor, plan.cycles
+            )
+
+    async def detect(
+        self, header: BlockHeader, checked: dict[str, int], plan: BalancePlan | None = None
+    ) -> list[Finding]:
+        """Every disagreement at block ``header`` (reads only); ``plan`` (default: every
+        balance) says which balances."""
         b = header.number
+        plan = plan or BalancePlan(full=True)
+        cid = self.chain.chain_id
+        keys = [list(col) for col in zip(*plan.keys, strict=True)] or [[], [], []]
         async with self.pool.acquire() as con, con.transaction(isolation="repeatable_read"):
             cp = await con.fetchrow(Q["load_checkpoint"], self.chain.chain_id)
             assert cp is not None  # pick_block found it
-            balances = await con.fetch(Q["rc_balances_at"], self.chain.chain_id, b, self.pushpull)
+            if plan.full:
+                balances = await con.fetch(Q["rc_balances_at"], cid, b, self.pushpull)
+            else:
+                balances = await con.fetch(Q["rc_stored_at"], cid, *keys, b)
+            totals = (
+                await con.fetch(Q["rc_totals_stored_at"], cid, self.pushpull, b)
+                if plan.ends_cycle
+                else []
+            )
             contribs = await con.fetch(
                 Q["rc_contributions_at"], self.chain.chain_id, b, self.chamas
             )
@@ -239,8 +356,12 @@ class Reconciler:
             )
             for r in balances
         ]
-        keys = detectors.balance_keys(balances)
-        calls += [(c, _GET_TOTAL_PENDING + _encode(["address"], [t])) for c, t in keys]
+        pairs = (
+            detectors.balance_keys(balances)
+            if plan.full
+            else [(r["contract"], r["token"]) for r in totals]
+        )
+        calls += [(c, _GET_TOTAL_PENDING + _encode(["address"], [t])) for c, t in pairs]
         calls += [
             (
                 r["contract"],
@@ -250,8 +371,12 @@ class Reconciler:
             for r in contribs
         ]
         values = await self.views(calls, header.hash)
-        n, k = len(balances), len(keys)
-        found = detectors.balances(balances, values[:n], values[n : n + k])
+        n, k = len(balances), len(pairs)
+        if plan.full:
+            found = detectors.balances(balances, values[:n], values[n : n + k])
+        else:
+            found = await self._sampled(b, balances, values[:n])
+            found += detectors.totals(totals, values[n : n + k])
         found += detectors.contributions(contribs, values[n + k :])
         confirmed_below = cp["block_number"] - self.chain.confirmations
         by_status, ask_chain = detectors.batches(batches, cid, b, confirmed_below, final_time)
@@ -262,6 +387,8 @@ class Reconciler:
             found.append(detectors.unseen_push(r, cid, b, logs))
         found += detectors.pushes(pushes, direct, acknowledged, cid)
         found += detectors.rewards_astray(astray, cid)
+        if not plan.full:
+            checked.update(balances_touched=plan.touched)
         checked.update(
             balances=n,
             total_pending=k,
@@ -271,6 +398,25 @@ class Reconciler:
             rewards_confirmed_astray=len(astray),
         )
         return found
+
+    async def _sampled(
+        self, b: int, stored: Sequence[Any], pending: Sequence[int]
+    ) -> list[Finding]:
+        """Findings of an incremental run's balances: the keys whose stored balance at B
+        differs from the chain's get the full comparison with their events (a scan of the
+        event tables, paid only when something is wrong)."""
+        doubt = detectors.in_doubt(stored, pending)
+        if not doubt:
+            return []
+        value = {
+            (r["contract"], r["token"], r["wallet"]): v
+            for r, v in zip(stored, pending, strict=True)
+        }
+        cols = [list(col) for col in zip(*doubt, strict=True)]
+        async with self.pool.acquire() as con, con.transaction(isolation="repeatable_read"):
+            rows = await con.fetch(Q["rc_balances_at_keys"], self.chain.chain_id, b, *cols)
+        chain_values = [value[(r["contract"], r["token"], r["wallet"])] for r in rows]
+        return detectors.balances(rows, chain_values, None)
 
     async def _cross_check(
         self, header: BlockHeader, checked: dict[str, int], only: Sequence[Finding] | None = None

@@ -370,6 +370,19 @@ CREATE TABLE IF NOT EXISTS discrepancies (
 );
 CREATE INDEX IF NOT EXISTS discrepancies_open ON discrepancies (chain_id) WHERE resolved_at IS NULL;
 
+-- Where the incremental reconciler is (indexer.reconcile, above `reconcile_max_views`
+-- balances): the reward events up to `touched_block` were checked, and the rotating sample
+-- goes on after the balance key (wallet, contract, token); an empty wallet starts a cycle.
+CREATE TABLE IF NOT EXISTS reconcile_cursor (
+    chain_id      BIGINT PRIMARY KEY,
+    touched_block BIGINT NOT NULL,
+    wallet        TEXT NOT NULL DEFAULT '',
+    contract      TEXT NOT NULL DEFAULT '',
+    token         TEXT NOT NULL DEFAULT '',
+    cycles        BIGINT NOT NULL DEFAULT 0,
+    updated_at    TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+
 -- One-query read for apps: a wallet's rewards per (chain, MultiTokenPushPull, token), as
 -- indexed up to the checkpoint: pending (claimable now), claimed and total (ever credited).
 CREATE OR REPLACE FUNCTION wallet_balances(wallet text)

@@ -197,3 +197,139 @@ SET status = CASE WHEN b.status IN ('draft', 'pending') THEN 'pushed' ELSE 'pend
     confirmed_block = NULL, confirmed_at = NULL
 FROM rewards r2 LEFT JOIN reward_batches b ON b.id = r2.batch_id
 WHERE r.id = $1 AND r2.id = r.id;
+
+-- name: rc_balance_keys_over
+-- Whether the chain holds more than $3 balance keys of the given contracts ($2): read at most
+-- $3 + 1 rows, whatever the table's size (the reconciler's choice of a full or an
+-- incremental run).
+SELECT count(*) AS n FROM (
+    SELECT 1 FROM reward_balances WHERE chain_id = $1 AND contract = ANY($2::text[]) LIMIT $3 + 1
+) s;
+
+-- name: rc_balance_keys_estimate
+-- The planner's row estimate of reward_balances (no scan): sizes the rotating sample.
+SELECT GREATEST(reltuples, 0)::bigint AS n FROM pg_class WHERE oid = 'reward_balances'::regclass;
+
+-- name: rc_cursor_load
+SELECT touched_block, wallet, contract, token, cycles FROM reconcile_cursor WHERE chain_id = $1;
+
+-- name: rc_cursor_save
+INSERT INTO reconcile_cursor (chain_id, touched_block, wallet, contract, token, cycles)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (chain_id) DO UPDATE
+SET touched_block = EXCLUDED.touched_block, wallet = EXCLUDED.wallet,
+    contract = EXCLUDED.contract, token = EXCLUDED.token, cycles = EXCLUDED.cycles,
+    updated_at = now();
+
+-- name: rc_touched_upto
+-- The block up to which the reward events after $2 and at or below $3 number at most $4 rows
+-- (all of them: $3; else at least the first block that has any), read by the (chain_id,
+-- block_number) key: the bound on the wallets one run checks for recent changes.
+WITH per_block AS (
+    SELECT block_number, count(*) AS n FROM (
+        SELECT block_number FROM reward_added
+        WHERE chain_id = $1 AND block_number > $2 AND block_number <= $3
+        UNION ALL
+        SELECT block_number FROM reward_claimed
+        WHERE chain_id = $1 AND block_number > $2 AND block_number <= $3
+    ) e GROUP BY block_number
+), cum AS (
+    SELECT block_number, sum(n) OVER (ORDER BY block_number) AS c FROM per_block
+)
+SELECT CASE WHEN COALESCE(max(c), 0) <= $4 THEN $3::bigint
+            ELSE COALESCE(max(block_number) FILTER (WHERE c <= $4), min(block_number)) END
+       AS upto
+FROM cum;
+
+-- name: rc_touched_keys
+-- The balance keys of the given contracts ($4) whose reward events lie in ($2, $3].
+SELECT DISTINCT contract, token, wallet FROM (
+    SELECT contract, token, wallet FROM reward_added
+    WHERE chain_id = $1 AND block_number > $2 AND block_number <= $3 AND contract = ANY($4::text[])
+    UNION ALL
+    SELECT contract, token, wallet FROM reward_claimed
+    WHERE chain_id = $1 AND block_number > $2 AND block_number <= $3 AND contract = ANY($4::text[])
+) e;
+
+-- name: rc_sample_keys
+-- The next $6 balance keys after the cursor ($2 wallet, $3 contract, $4 token), in the order of
+-- reward_balances' primary key (wallet, chain_id, contract, token), which serves the scan.
+SELECT wallet, contract, token FROM reward_balances
+WHERE (wallet, chain_id, contract, token) > ($2, $1, $3, $4) AND chain_id = $1
+  AND contract = ANY($5::text[])
+ORDER BY wallet, chain_id, contract, token
+LIMIT $6;
+
+-- name: rc_stored_at
+-- Per given key ($2, $3, $4: contract, token, wallet): reward_balances taken back to B ($5):
+-- the stored pending minus the net reward events above B (a short range of the block key).
+WITH k AS (
+    SELECT * FROM unnest($2::text[], $3::text[], $4::text[]) AS k(contract, token, wallet)
+), above AS (
+    SELECT contract, token, wallet, sum(amount) AS net FROM (
+        SELECT contract, token, wallet, amount FROM reward_added
+        WHERE chain_id = $1 AND block_number > $5
+        UNION ALL
+        SELECT contract, token, wallet, -amount FROM reward_claimed
+        WHERE chain_id = $1 AND block_number > $5
+    ) e GROUP BY contract, token, wallet
+)
+SELECT k.contract, k.token, k.wallet,
+       COALESCE(b.pending, 0) - COALESCE(a.net, 0) AS stored_at_b
+FROM k
+LEFT JOIN reward_balances b
+       ON b.wallet = k.wallet AND b.chain_id = $1 AND b.contract = k.contract AND b.token = k.token
+LEFT JOIN above a
+       ON a.contract = k.contract AND a.token = k.token AND a.wallet = k.wallet;
+
+-- name: rc_totals_stored_at
+-- Per (contract, token) of the given contracts ($2): the sum of reward_balances taken back to
+-- B ($3). Reads the whole table: run once per cycle of the incremental reconciler.
+WITH b AS (
+    SELECT contract, token, sum(pending) AS s FROM reward_balances
+    WHERE chain_id = $1 AND contract = ANY($2::text[]) GROUP BY contract, token
+), above AS (
+    SELECT contract, token, sum(amount) AS net FROM (
+        SELECT contract, token, amount FROM reward_added WHERE chain_id = $1 AND block_number > $3
+        UNION ALL
+        SELECT contract, token, -amount FROM reward_claimed WHERE chain_id = $1 AND block_number > $3
+    ) e GROUP BY contract, token
+)
+SELECT b.contract, b.token, b.s - COALESCE(a.net, 0) AS total_at_b
+FROM b LEFT JOIN above a ON a.contract = b.contract AND a.token = b.token
+ORDER BY b.contract, b.token;
+
+-- name: rc_balances_at_keys
+-- rc_balances_at for the given keys only ($3, $4, $5: contract, token, wallet): the full
+-- comparison (events fold and stored row) of the keys an incremental run found in doubt.
+WITH k AS (
+    SELECT * FROM unnest($3::text[], $4::text[], $5::text[]) AS k(contract, token, wallet)
+), added AS (
+    SELECT a.contract, a.token, a.wallet,
+           COALESCE(sum(a.amount) FILTER (WHERE a.block_number <= $2), 0) AS at_b,
+           sum(a.amount) AS total
+    FROM reward_added a JOIN k USING (contract, token, wallet)
+    WHERE a.chain_id = $1
+    GROUP BY a.contract, a.token, a.wallet
+), claimed AS (
+    SELECT c.contract, c.token, c.wallet,
+           COALESCE(sum(c.amount) FILTER (WHERE c.block_number <= $2), 0) AS at_b,
+           sum(c.amount) AS total
+    FROM reward_claimed c JOIN k USING (contract, token, wallet)
+    WHERE c.chain_id = $1
+    GROUP BY c.contract, c.token, c.wallet
+)
+SELECT k.contract, k.token, k.wallet,
+       COALESCE(a.at_b, 0) - COALESCE(c.at_b, 0) AS events_at_b,
+       COALESCE(a.total, 0) AS events_added,
+       COALESCE(c.total, 0) AS events_claimed,
+       b.added AS stored_added,
+       b.claimed AS stored_claimed,
+       COALESCE(b.pending, 0) - (COALESCE(a.total, 0) - COALESCE(a.at_b, 0))
+           + (COALESCE(c.total, 0) - COALESCE(c.at_b, 0)) AS stored_at_b
+FROM k
+LEFT JOIN added a USING (contract, token, wallet)
+LEFT JOIN claimed c USING (contract, token, wallet)
+LEFT JOIN reward_balances b
+       ON b.chain_id = $1 AND b.contract = k.contract AND b.token = k.token AND b.wallet = k.wallet
+ORDER BY k.contract, k.token, k.wallet;

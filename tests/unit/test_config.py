@@ -122,12 +122,13 @@ def test_config_explicit_values_beat_defaults(tmp_path: Path, abi_dir: Path) -> 
     )
     text += '\n[service]\nmetrics_listen = "[::1]:0"\nreconcile_interval = 5\n'
     text += "ready_max_lag_blocks = 3\nshutdown_grace = 1.5\n"
+    text += "reconcile_max_views = 7\nreconcile_share = 0.5\n"
     settings = _load(tmp_path, abi_dir, text)
     chain = settings.chains[0]
     assert (chain.confirmations, chain.max_reorg_depth, chain.batch_blocks) == (3, 10, 50)
     assert (chain.poll_interval_s, chain.finality) == (2.0, "tag")
     assert chain.multicall3 == config.MULTICALL3
-    assert settings.service == config.ServiceSettings(("::1", 0), 5.0, 3, 1.5)
+    assert settings.service == config.ServiceSettings(("::1", 0), 5.0, 3, 1.5, 7, 0.5)
 
 
 def test_config_env_overrides(tmp_path: Path, abi_dir: Path) -> None:
@@ -184,6 +185,9 @@ BAD_CASES = [
         'service.metrics_listen: not HOST:PORT: "localhost"',
     ),
     ("[service]\nreconcile_interval = -1", "service.reconcile_interval: must be a positive"),
+    ("[service]\nreconcile_share = 1.5", "service.reconcile_share: must be at most 1, got 1.5"),
+    ("[service]\nreconcile_share = 0", "service.reconcile_share: must be a positive number"),
+    ("[service]\nreconcile_max_views = 0", "reconcile_max_views: must be at least 1, got 0"),
     ("[service]\nready_max_lag_blocks = '5'", "ready_max_lag_blocks: expected an integer, got a s"),
     ('[signer]\nkey_file = "k"\nmax_batch = 101', "signer.max_batch: must be at most 100"),
     ("[signer]\nmax_batch = 0", "signer.key: missing"),
