@@ -11,7 +11,7 @@ import logging
 import re
 import sys
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, TextIO, cast
 
 import orjson
 import structlog
@@ -74,6 +74,17 @@ def _dumps(obj: Any, **_: Any) -> str:
     return orjson.dumps(obj, default=str).decode()
 
 
+class _Stderr:
+    """Whatever ``sys.stderr`` is at each write: a live display that redirects it (backfill's
+    progress line) then prints the log lines above itself."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure(fmt: str | None = None, level: str = "info") -> None:
     """Configure structlog once per process (``fmt`` None: json unless stderr is a TTY)."""
     use_json = (fmt or ("console" if sys.stderr.isatty() else "json")) == "json"
@@ -94,6 +105,6 @@ def configure(fmt: str | None = None, level: str = "info") -> None:
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
         ),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=cast(TextIO, _Stderr())),
         cache_logger_on_first_use=False,
     )

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import structlog
-import typer
 
 from indexer import db, runtime
 from indexer.checkpoint import CheckpointStore
@@ -30,6 +29,7 @@ from indexer.types import Step
 from indexer.verify import Diff, repair_range, table_columns, verify_range
 
 if TYPE_CHECKING:
+    from indexer.progress import BackfillLine
     from indexer.reconcile import Report
 
 log = structlog.get_logger()
@@ -81,44 +81,99 @@ async def _follow_until(
     lock = runtime.WriterLock(settings.database_url.reveal(), rt.settings.chain_id)
     stop = asyncio.Event()  # SIGTERM/SIGINT: the open batch commits or rolls back, then exit 0
     step = Step.DONE  # also when the shutdown grace expired: the open batch rolled back
+    line: BackfillLine | None = None
+    if tty:
+        from indexer.progress import BackfillLine  # noqa: PLC0415 (rich: terminals only)
+
+        line = BackfillLine(rt.settings.name, (await store.load()).number, last)
     try:
-        with runtime.on_stop(runtime.Shutdown(stop, settings.service.shutdown_grace_s)):
-            step = await _lead_or_wait(rt, lock, store, last, stop, tty=tty)
+        with (
+            runtime.on_stop(runtime.Shutdown(stop, settings.service.shutdown_grace_s)),
+            line or contextlib.nullcontext(),
+        ):
+            step = await _lead_or_wait(rt, lock, store, last, stop, line=line)
     finally:
         await lock.release()
     return step
 
 
-async def _lead_or_wait(  # noqa: PLR0913 (the backfill context; tty keyword-only)
+async def _lead_or_wait(  # noqa: PLR0913 (the backfill context; line keyword-only)
     rt: runtime.ChainRuntime,
     lock: runtime.WriterLock,
     store: CheckpointStore,
     last: int,
     stop: asyncio.Event,
     *,
-    tty: bool,
+    line: BackfillLine | None,
 ) -> Step:
-    """Backfill under the writer lock, or, while a daemon holds it, wait for it to get there."""
-    if await lock.try_acquire():
-        assert lock.con is not None
-        rt.follower.sink.fence = (lock.con.get_server_pid(), lock.key)
-        return await _backfill_locked(rt, store, last, stop, tty=tty)
-    log.info("backfill_waits_for_daemon", chain=rt.settings.name, until=last)
+    """Backfill under the writer lock; while a daemon holds it, say so and wait for the daemon
+    to pass ``last``, or for the lock (the daemon stopped) to backfill the rest here."""
+    name = rt.settings.name
+    holder: str | None = None
+    block = (await store.load()).number
     while not stop.is_set():
+        if await lock.try_acquire():
+            assert lock.con is not None
+            if holder is not None:
+                log.info("backfill_took_writer_lock", chain=name, checkpoint=block, until=last)
+                if line is not None:
+                    line.took_lock(block)
+            rt.follower.sink.fence = (lock.con.get_server_pid(), lock.key)
+            return await _backfill_locked(rt, store, last, stop, line=line)
+        if holder is None:
+            holder = await lock_holder(lock)
+            log.info(
+                "backfill_waits_for_daemon",
+                chain=name,
+                until=last,
+                holder=holder,
+                detail=f"another process holds the writer lock of chain {name} (the daemon): "
+                f"waiting until it has indexed block {last}, or until the lock is free",
+            )
         cp = await store.load()
+        block = cp.number
         if cp.halted_reason:
             return Step.HALTED
         if cp.number >= last:
-            return Step.DONE
+            break
+        if line is not None:
+            line.waiting(cp.number, holder)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), rt.settings.poll_interval_s)
+            await asyncio.wait_for(stop.wait(), min(rt.settings.poll_interval_s, 1.0))
+    if line is not None:
+        line.finished(block, by_daemon=True)
     return Step.DONE
 
 
+async def lock_holder(lock: runtime.WriterLock) -> str:
+    """Who holds the chain's writer lock, as PostgreSQL sees it (pid, application, client)."""
+    assert lock.con is not None
+    row = await lock.con.fetchrow(
+        "SELECT a.pid, a.application_name, host(a.client_addr) AS addr"
+        " FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+        " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1"
+        " AND ((l.classid::bigint << 32) | l.objid::bigint) = $1",
+        lock.key,
+    )
+    if row is None:
+        return "a process that has just released it"
+    who = " ".join(
+        part
+        for part in (row["application_name"], f"from {row['addr']}" if row["addr"] else "")
+        if part
+    )
+    return f"PostgreSQL backend pid {row['pid']}" + (f" ({who})" if who else "")
+
+
 async def _backfill_locked(
-    rt: runtime.ChainRuntime, store: CheckpointStore, last: int, stop: asyncio.Event, *, tty: bool
+    rt: runtime.ChainRuntime,
+    store: CheckpointStore,
+    last: int,
+    stop: asyncio.Event,
+    *,
+    line: BackfillLine | None,
 ) -> Step:
-    progress = asyncio.create_task(_progress(store, last, stop)) if tty else None
+    progress = asyncio.create_task(_progress(store, last, stop, line)) if line else None
     try:
         return await run_follower(
             rt.follower,
@@ -134,17 +189,17 @@ async def _backfill_locked(
             await progress
 
 
-async def _progress(store: CheckpointStore, last: int, stop: asyncio.Event) -> None:
-    """A progress bar on a TTY, fed from the committed checkpoint."""
-    start = (await store.load()).number
-    with typer.progressbar(length=max(last - start, 1), label="backfill", file=None) as bar:
-        done = 0
-        while not stop.is_set():
-            cp = await store.load()
-            bar.update(max(cp.number - start - done, 0))
-            done = max(cp.number - start, done)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 0.5)
+async def _progress(
+    store: CheckpointStore, last: int, stop: asyncio.Event, line: BackfillLine
+) -> None:
+    """Feed the live line from the committed checkpoint, twice a second."""
+    block = (await store.load()).number
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.5)
+        block = (await store.load()).number
+        line.indexing(block)
+    line.finished(block)
 
 
 async def _verify(pool: asyncpg.Pool, rt: runtime.ChainRuntime, first: int, last: int) -> Diff:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import random
+import re
+import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,8 +13,17 @@ import pytest
 
 from tests import checks, deploy
 from tests.e2e.test_follow import assert_all, static
-from tests.harness import ChainCfg, Daemon, indexer, wait_synced, write_config
-from tests.procs import Anvil
+from tests.harness import (
+    INDEXER_BIN,
+    ChainCfg,
+    Daemon,
+    _env,
+    indexer,
+    parse_events,
+    wait_synced,
+    write_config,
+)
+from tests.procs import ROOT, Anvil
 
 pytestmark = [pytest.mark.anvil, pytest.mark.pg]
 RUN = ("run", "--exit-when-caught-up", "--no-http")
@@ -151,9 +163,11 @@ def test_backfill_on_fresh_database_then_beside_run(
     make_config: Callable[..., Path],
     db_dsn: str,
     daemons: list[Daemon],
+    tmp_path: Path,
 ) -> None:
-    """backfill indexes a fresh range; beside a running daemon it waits for the daemon to pass
-    the range instead of writing beside it, and both end equal to the chain."""
+    """backfill indexes a fresh range; beside a running daemon it says once that it waits for
+    the writer lock (naming the daemon's lock connection) and waits for the daemon to pass the
+    range instead of writing beside it, and both end equal to the chain."""
     d = deployment
     deploy.generate_traffic(d.w3, d, random.Random(5), 25)
     cfg = make_config(batch_blocks=6)
@@ -165,12 +179,31 @@ def test_backfill_on_fresh_database_then_beside_run(
     assert checks.checkpoint(db_dsn)[0] == mid
     daemon = Daemon(cfg, "--no-http")
     daemons.append(daemon)
-    deploy.generate_traffic(d.w3, d, random.Random(6), 10)
-    target = anvil.block_number()
-    side = indexer(
-        cfg, "backfill", "--chain", "local", "--from", str(d.block_number), "--to", str(target)
-    )
-    assert side.code == 0, side.stderr[-2000:]
+    daemon.wait_for(lambda e: e.get("event") == "leader")  # it holds the writer lock
+    target = anvil.block_number() + 5  # above the daemon's checkpoint until traffic comes
+    log = tmp_path / "side.log"
+    with log.open("w") as err:
+        side = subprocess.Popen(
+            [INDEXER_BIN, "--config", str(cfg), "--log-format", "json", "backfill",
+             "--chain", "local", "--from", str(d.block_number), "--to", str(target)],
+            stdout=subprocess.DEVNULL, stderr=err, env=_env(None), cwd=ROOT,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while "backfill_waits_for_daemon" not in log.read_text():
+            assert side.poll() is None, log.read_text()[-2000:]
+            assert time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.1)
+        deploy.generate_traffic(d.w3, d, random.Random(6), 10)  # the daemon passes target
+        assert side.wait(timeout=60) == 0, log.read_text()[-2000:]
+    finally:
+        if side.poll() is None:
+            side.kill()
+    [waits] = [
+        e for e in parse_events(log.read_text()) if e["event"] == "backfill_waits_for_daemon"
+    ]
+    assert re.fullmatch(r"PostgreSQL backend pid \d+ \(indexer-lock from [\d.]+\)", waits["holder"])
+    assert "writer lock" in waits["detail"]
     assert checks.checkpoint(db_dsn)[0] >= target
     wait_synced(db_dsn, anvil)
     assert daemon.stop() == 0
