@@ -11,10 +11,17 @@ import asyncio
 import contextlib
 import json
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TextIO
 
 import asyncpg
 from prometheus_client import REGISTRY
+from rich import box
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
 
 from indexer import db, metrics
 
@@ -29,8 +36,31 @@ def describe(exc: BaseException) -> str:
 
 
 async def view(demo: Demo, pool: asyncpg.Pool, down: asyncio.Event) -> None:
-    """On a TTY a screen redrawn every 0.5 s; otherwise one JSON line every 3 s."""
-    period = 0.5 if demo.opts.tty else 3.0
+    """On a TTY a rich live view redrawn every 0.5 s in place (what the terminal showed
+    before stays above it); otherwise one JSON line every 3 s."""
+    if not demo.opts.tty:
+
+        def json_line(snap: dict[str, Any]) -> None:
+            line(demo.out, json.dumps({"kind": "progress", **snap}, default=str))
+
+        await _every(3.0, demo, pool, down, json_line)
+        return
+    console = Console(file=demo.out, highlight=False)
+    with Live(console=console, auto_refresh=False, redirect_stdout=False) as live:
+
+        def redraw(snap: dict[str, Any]) -> None:
+            live.update(panel(demo, snap), refresh=True)
+
+        await _every(0.5, demo, pool, down, redraw)
+
+
+async def _every(
+    period: float,
+    demo: Demo,
+    pool: asyncpg.Pool,
+    down: asyncio.Event,
+    show: Callable[[dict[str, Any]], None],
+) -> None:
     rate = _Rate()
     while not down.is_set():
         with contextlib.suppress(TimeoutError):
@@ -39,11 +69,7 @@ async def view(demo: Demo, pool: asyncpg.Pool, down: asyncio.Event) -> None:
             snap = await snapshot(demo, pool, rate)
         except _DB_ERRORS as exc:
             snap = {"error": describe(exc)}
-        if demo.opts.tty:
-            demo.out.write("\x1b[H\x1b[2J" + screen(demo, snap) + "\n")
-            demo.out.flush()
-        else:
-            line(demo.out, json.dumps({"kind": "progress", **snap}, default=str))
+        show(snap)
 
 
 # What a status read may fail with while the database is busy or restarting: shown, not fatal.
@@ -116,37 +142,40 @@ async def snapshot(demo: Demo, pool: asyncpg.Pool, rate: _Rate) -> dict[str, Any
     }
 
 
-def screen(demo: Demo, snap: dict[str, Any]) -> str:
+def panel(demo: Demo, snap: dict[str, Any]) -> RenderableType:
+    """The live view: a table of the chains, then rewards, discrepancies and traffic."""
     until = f" of {demo.opts.duration:g}" if demo.opts.duration else ""
-    lines = [
+    title = (
         f"rewardsync demo  {snap.get('t', 0):.0f} s{until}   Ctrl-C stops   "
-        f"metrics {demo.metrics_url}",
-        "",
-    ]
-    if "error" in snap:
-        return "\n".join([*lines, f"  (status unavailable: {snap['error']})"])
-    lines.append(
-        f"{'chain':<8}{'head':>8}{'checkpoint':>12}{'lag':>6}{'finalized':>11}"
-        f"{'events/s':>10}{'reorgs':>8}  last reorg"
+        f"metrics {demo.metrics_url}"
     )
+    if "error" in snap:
+        body: RenderableType = Text(f"status unavailable: {snap['error']}", style="yellow")
+        return Panel(body, title=title, title_align="left", expand=False)
+    chains = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for name in ("chain", "head", "checkpoint", "lag", "finalized", "events/s", "reorgs"):
+        chains.add_column(name, justify="left" if name == "chain" else "right")
+    chains.add_column("last reorg")
     for c in snap["chains"]:
         r = c["last_reorg"]
-        last = "-" if r is None else f"depth {r['depth']} to #{r['common_ancestor']}, "
-        last += "" if r is None else f"{r['ago_s']:.0f} s ago"
-        lines.append(
-            f"{c['name']:<8}{_s(c['head']):>8}{_s(c['checkpoint']):>12}{_s(c['lag']):>6}"
-            f"{_s(c['finalized']):>11}{c['events_per_s']:>10}{c['reorgs']:>8}  {last}"
-        )
+        last = "-" if r is None else (
+            f"depth {r['depth']} to #{r['common_ancestor']}, {r['ago_s']:.0f} s ago"
+        )  # fmt: skip
+        chains.add_row(
+            c["name"], _s(c["head"]), _s(c["checkpoint"]), _s(c["lag"]), _s(c["finalized"]),
+            str(c["events_per_s"]), str(c["reorgs"]), last,
+        )  # fmt: skip
     rewards = "  ".join(f"{k} {v}" for k, v in sorted(snap["rewards"].items())) or "none yet"
     t = snap["traffic"]
-    lines += [
-        "",
-        f"rewards      {rewards}",
-        f"discrepancies open: {snap['open_discrepancies']}",
-        f"traffic      {t['actions']} actions, {t['rewards_queued']} rewards queued, "
+    open_ = snap["open_discrepancies"]
+    facts = Text.assemble(
+        ("rewards        ", "bold"), rewards, "\n",
+        ("discrepancies  ", "bold"), (f"{open_} open", "red" if open_ else "green"), "\n",
+        ("traffic        ", "bold"),
+        f"{t['actions']} actions, {t['rewards_queued']} rewards queued, "
         f"{t['reorgs_made']} reorgs made, {t['errors']} refused",
-    ]
-    return "\n".join(lines)
+    )  # fmt: skip
+    return Panel(Group(chains, facts), title=title, title_align="left", expand=False)
 
 
 def _s(value: object) -> str:

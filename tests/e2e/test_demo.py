@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 
 from indexer.demo.app import EVENT_TABLES
+from tests.e2e.test_backfill_progress import Terminal
 from tests.harness import INDEXER_BIN
 from tests.procs import ROOT
 
@@ -92,3 +94,28 @@ def test_demo_runs_everything_and_leaves_nothing_behind(tmp_path: Path) -> None:
     finally:
         if kept:  # outside tmp_path when run as root (postgres cannot enter pytest's tmp)
             shutil.rmtree(Path(kept).parent, ignore_errors=True)
+
+
+def test_demo_on_a_terminal_draws_its_live_view_in_place(tmp_path: Path) -> None:
+    """On a (pseudo-)terminal the demo draws its rich live view (a chains table with head,
+    checkpoint and events/s, rewards, discrepancies, traffic) in place, without clearing the
+    screen, then prints the plain summary and exits 0."""
+    term = Terminal("demo", "--duration", "8", "--seed", "3", cwd=tmp_path)
+    try:
+        code = term.finish(timeout=150)
+    finally:
+        term.kill()
+    text = term.text()
+    assert code == 0, text[-3000:]
+    assert b"\x1b[2J" not in term.raw  # no more raw screen clears
+    views = re.findall(r"rewardsync demo\s+(\d+) s of 8", text)
+    assert len(views) >= 3, text[-3000:]
+    header = re.search(r"chain\s+head\s+checkpoint\s+lag\s+finalized\s+events/s\s+reorgs", text)
+    assert header, text[-3000:]
+    rows = re.findall(r"local\s+(\d+)\s+(\d+)\s+\d+\s+\d+\s+([\d.]+)\s+\d+", text)
+    assert rows, text[-3000:]
+    assert max(int(checkpoint) for _, checkpoint, _ in rows) > 0
+    for label in ("rewards", "discrepancies", "traffic"):
+        assert re.search(rf"│\s*{label}\s", text), label
+    assert "demo ended after" in text
+    assert text.index("demo ended after") > text.rindex("rewardsync demo")
