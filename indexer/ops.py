@@ -1,8 +1,9 @@
 """Operator commands behind the CLI: backfill, status, verify, rewind.
 
 backfill ``[N, M]``: the part above the checkpoint is indexed by a follower that holds the
-chain's writer lock (when ``run`` holds it, backfill waits for the daemon to pass M instead of
-writing beside it); the part at or below the checkpoint is refetched and compared, and rows
+chain's writer lock (when ``run`` holds it, backfill says so and waits for the daemon to pass M,
+or for the lock to come free, instead of writing beside it); the part at or below the
+checkpoint is refetched and compared, and rows
 missing from the database are inserted (an indexed range stays unchanged). A chain without a
 checkpoint starts at N (or its contracts' start block, whichever is later).
 """

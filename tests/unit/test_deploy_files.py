@@ -280,6 +280,24 @@ def test_k8s_config_is_valid_and_reads_its_keys_from_files(tmp_path: Path) -> No
     assert with_signer.signer.sender_key.reveal().endswith("22" * 32)
 
 
+def test_k8s_secrets_are_documented_with_the_names_the_deployment_uses() -> None:
+    """README and runbook give the commands that create both Secrets under the names the
+    Deployment reads (the environment from an env file, the keys with --from-file under the
+    file names rewardsync.toml's key_file lines expect), and the reason for no Helm chart."""
+    readme = (ROOT / "README.md").read_text()
+    runbook = (ROOT / "docs" / "runbook.md").read_text()
+    toml = (K8S / "rewardsync.toml").read_text()
+    files = re.findall(rf'key_file = "{KEYS_DIR}/([\w.]+)"', toml)
+    assert files == ["signer.key", "sender.key"]
+    for doc in (readme, runbook):
+        flat = re.sub(r"\\\n\s*", "", doc)  # shell line continuations
+        assert f"kubectl -n rewardsync create secret generic {SECRET_ENV} --from-env-file=" in flat
+        keys = re.search(rf"create secret generic {SECRET_KEYS} (.*)", flat)
+        assert keys
+        assert re.findall(r"--from-file=([\w.]+)=", keys.group(1)) == files
+    assert "Kustomize only, no Helm chart" in readme
+
+
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
 def test_k8s_kustomize_renders_a_config_change_as_a_new_configmap_name(tmp_path: Path) -> None:
     """`kubectl kustomize` (offline) renders the kustomization: the Deployment mounts the
