@@ -24,7 +24,10 @@ def _cell(value: Any) -> str:
         return '<td class="muted">-</td>'
     if isinstance(value, bool):
         return f"<td>{'yes' if value else 'no'}</td>"
-    return f"<td>{escape(str(value))}</td>"
+    text = str(value)
+    if text.startswith("halted: "):
+        return f'<td class="bad">{escape(text)}</td>'
+    return f"<td>{escape(text)}</td>"
 
 
 def _table(

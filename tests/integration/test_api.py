@@ -498,6 +498,7 @@ async def test_ops_page_escapes_what_it_shows(db_dsn: str) -> None:
     assert hostile not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "1 chain(s) halted" in page
+    assert '<td class="bad">halted: deep reorg &lt;script&gt;' in page
     chains = page[page.index('id="chains"') : page.index('id="reorgs"')]
     assert "<td>local</td>" in chains
     assert "<td>6</td>" in chains  # lag: head 9 - checkpoint 3
