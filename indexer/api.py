@@ -1,11 +1,12 @@
 """The backend's HTTP API, served by the daemon on ``[api] listen`` (off without ``[api]``).
 
 Reads (``/v1/wallets/{address}``, its ``/history``, ``/v1/rewards/{external_key}``,
-``/v1/campaigns``, ``/v1/chamas/{chama_id}``, ``/v1/status``) go through ``indexer.apidata``;
-``/v1/stream`` is the live feed (``indexer.stream``); ``/`` the ops page (``indexer.opspage``);
-``/v1/openapi.json`` the document (``indexer.openapi``). ``POST /v1/rewards`` queues a reward
-only when a token is configured and the request carries it as a bearer token (compared in
-constant time): 401 without one, 403 with a wrong one or when none is configured.
+``/v1/campaigns[/{campaign_id}]``, ``/v1/chamas/{chama_id}``, ``/v1/status``) go through
+``indexer.apidata``; ``/v1/stream`` is the live feed (``indexer.stream``); ``/`` the ops page
+(``indexer.opspage``); ``/v1/openapi.json`` the document (``indexer.openapi``).
+``POST /v1/rewards`` queues a reward only when a token is configured and the request carries
+it as a bearer token (compared in constant time): 401 without one, 403 with a wrong one or
+when none is configured.
 
 The API has its own small pool, so no client load can hold a connection the followers need.
 Errors are JSON ``{"error": "..."}`` with one clear message; a database fault is a 503 and is
@@ -130,7 +131,7 @@ async def campaigns(request: web.Request) -> web.Response:
     q = request.query
     chain_id = apidata.parse_int(q.get("chain_id"), "chain_id", minimum=1)
     bank = apidata.parse_address(q["bank"], "bank") if "bank" in q else None
-    campaign = q.get("campaign_id")
+    campaign = request.match_info.get("campaign_id", q.get("campaign_id"))
     if campaign is not None and not _is_hex32(campaign):
         raise ApiError(400, "campaign_id is not a 32-byte 0x value")
     async with _pool(request).acquire() as con:
@@ -202,6 +203,7 @@ def make_app(
     r.add_post("/v1/rewards", enqueue)
     r.add_get("/v1/rewards/{external_key}", reward)
     r.add_get("/v1/campaigns", campaigns)
+    r.add_get("/v1/campaigns/{campaign_id}", campaigns)
     r.add_get("/v1/chamas/{chama_id}", chama)
     r.add_get("/v1/stream", live)
     return app

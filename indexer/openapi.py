@@ -244,6 +244,11 @@ def document() -> dict[str, Any]:
         ],
         _json(_ref("Campaigns"), "the budgets"),
     )
+    campaign = _get(
+        "The budgets of one campaign id (every bank and token)",
+        [_param("campaign_id", "path", HEX32, "the campaign"), CHAIN_FILTER],
+        _json(_ref("Campaigns"), "the budgets"),
+    )
     chama = _get(
         "A chama's contributions, payouts, current round and members",
         [_param("chama_id", "path", {"type": "integer", "minimum": 0}, "the id"), CHAIN_FILTER],
@@ -278,6 +283,7 @@ def document() -> dict[str, Any]:
             "/v1/rewards": enqueue,
             "/v1/rewards/{external_key}": reward,
             "/v1/campaigns": campaigns,
+            "/v1/campaigns/{campaign_id}": campaign,
             "/v1/chamas/{chama_id}": chama,
             "/v1/stream": stream,
         },

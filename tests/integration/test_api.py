@@ -242,6 +242,9 @@ async def test_read_endpoints_show_the_tables(db_dsn: str) -> None:
         conforms("Campaigns", camps)
         (camp,) = camps["campaigns"]
         assert (camp["remaining"], camp["queued"], camp["uncapped"]) == ("1000", "9", False)
+        status, same = await get(f"{base}/v1/campaigns/{CAMPAIGN.upper().replace('0X', '0x')}")
+        assert (status, same) == (200, camps)
+        assert (await get(f"{base}/v1/campaigns/{'0x' + '02' * 32}"))[1] == {"campaigns": []}
         status, chamas = await get(f"{base}/v1/chamas/7")
         assert status == 200
         conforms("Chamas", chamas)
