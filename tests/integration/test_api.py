@@ -393,6 +393,13 @@ async def test_stream_commits_rollbacks_and_resume(db_dsn: str) -> None:
             ]  # fmt: skip
             await resumed.aclose()
             await again.aclose()
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(f"{base}/v1/stream", params={"wallet": WALLET}) as resp,
+            ):  # what a browser's EventSource needs
+                assert resp.headers["Content-Type"] == "text/event-stream"
+                assert resp.headers["Cache-Control"] == "no-cache"
+                assert await resp.content.readline() == b"retry: 2000\n"
             status, body = await get(f"{base}/v1/stream?wallet={WALLET}",
                                      headers={"Last-Event-ID": "garbage"})  # fmt: skip
             assert (status, body) == (
