@@ -44,6 +44,7 @@ ROUND = 2000  # reward events per catch-up round: a long resume is sent in round
 LISTEN_PING_S = 30.0
 LISTEN_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0)
 CONNECT_TIMEOUT_S = 10.0
+LISTEN_APP_NAME = "rewardsync-api-listen"
 FIRST = asyncio.FIRST_COMPLETED
 DB_ERRORS: tuple[type[BaseException], ...] = (asyncpg.PostgresError, *CONNECTION_ERRORS)
 
@@ -184,7 +185,11 @@ class Hub:
         failures = 0
         while not stop.is_set():
             try:
-                con = await asyncpg.connect(self._dsn, timeout=CONNECT_TIMEOUT_S)
+                con = await asyncpg.connect(
+                    self._dsn,
+                    timeout=CONNECT_TIMEOUT_S,
+                    server_settings={"application_name": LISTEN_APP_NAME},
+                )
             except CONNECTION_ERRORS as exc:
                 pause = LISTEN_BACKOFF_S[min(failures, len(LISTEN_BACKOFF_S) - 1)]
                 failures += 1
@@ -193,11 +198,13 @@ class Hub:
                     await asyncio.wait_for(stop.wait(), pause)
                 continue
             failures = 0
+            lost = asyncio.Event()
+            con.add_termination_listener(lambda _con, lost=lost: lost.set())
             try:
                 await con.add_listener(CHANNEL, self._on_notify)
                 self.listening.set()
                 self._wake_all()
-                await self._hold(con, stop)
+                await self._hold(con, stop, lost)
             except CONNECTION_ERRORS as exc:
                 log.warning("stream_listen_lost", error=type(exc).__name__)
             finally:
@@ -205,13 +212,25 @@ class Hub:
                 with contextlib.suppress(*CONNECTION_ERRORS):
                     await asyncio.wait_for(con.close(), 5)
 
-    async def _hold(self, con: asyncpg.Connection, stop: asyncio.Event) -> None:
-        """Keep the connection until ``stop``; a ping finds a dead one."""
-        while not stop.is_set() and not con.is_closed():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), LISTEN_PING_S)
-            if not stop.is_set():
-                await con.fetchval("SELECT 1")
+    async def _hold(
+        self, con: asyncpg.Connection, stop: asyncio.Event, lost: asyncio.Event
+    ) -> None:
+        """Keep the connection until ``stop``; its loss is noticed at once (termination
+        listener) or by a ping (a silent network)."""
+        while not stop.is_set():
+            ended = asyncio.ensure_future(stop.wait())
+            gone = asyncio.ensure_future(lost.wait())
+            try:
+                await asyncio.wait((ended, gone), timeout=LISTEN_PING_S, return_when=FIRST)
+            finally:
+                ended.cancel()
+                gone.cancel()
+            if stop.is_set():
+                return
+            if lost.is_set() or con.is_closed():
+                log.warning("stream_listen_lost", error="connection closed")
+                return
+            await con.fetchval("SELECT 1")
 
     def _on_notify(self, _con: object, _pid: int, _channel: str, payload: object) -> None:
         self.publish(str(payload))

@@ -597,3 +597,32 @@ async def test_a_long_resume_comes_in_rounds_each_item_once(db_dsn: str) -> None
         assert len(got) == 4500
         assert update.data["balances"][0]["claimable"] == str(sum(range(2, 4502)))
         await updates.aclose()
+
+
+async def test_stream_survives_the_loss_of_its_listen_connection(db_dsn: str) -> None:
+    """The hub's LISTEN connection is terminated by the server and opened again; a commit
+    made meanwhile (its NOTIFY may reach no listener) still reaches the client, since every
+    client catches up after a reconnect."""
+    from indexer import stream  # noqa: PLC0415
+
+    con = await asyncpg.connect(db_dsn)
+    try:
+        await commit(con, 3, [("added", WALLET, 10)])
+        async with running(db_dsn) as (base, server), RewardsyncClient(base) as client:
+            updates = client.updates(WALLET, reconnect=False)
+            assert (await next_update(updates)).event == "overview"
+            find = (
+                "SELECT pid FROM pg_stat_activity "
+                "WHERE application_name = $1 AND datname = current_database()"
+            )
+            before = await con.fetchval(find, stream.LISTEN_APP_NAME)
+            assert await con.fetchval("SELECT pg_terminate_backend($1)", before)
+            await commit(con, 4, [("added", WALLET, 20)])  # its NOTIFY reaches no listener
+            item = await next_update(updates, "reward")
+            assert (item.data["block_number"], item.data["amount"]) == (4, "20")
+            await asyncio.wait_for(server.hub.listening.wait(), 10)
+            after = await con.fetchval(find, stream.LISTEN_APP_NAME)
+            assert after not in (None, before)  # listening again, on a new connection
+            await updates.aclose()
+    finally:
+        await con.close()
