@@ -222,6 +222,32 @@ async def rebuild_balances(con: Conn, chain_id: int, keys: Iterable[tuple[str, s
     await con.execute(Q["rebuild_balances"], chain_id, *args)
 
 
+def rollback_balances_sql(table: str) -> str:
+    """Delete ``table``'s (reward_added or reward_claimed) rows above $2 and take their sums
+    off reward_balances, in one statement. The first row carries the count deleted (``n``);
+    the others are the keys left with nothing added and nothing claimed (their rows go)."""
+    column = {"reward_added": "added", "reward_claimed": "claimed"}[table]
+    return f"""
+WITH gone AS (
+    DELETE FROM {quote_ident(table)} WHERE chain_id = $1 AND block_number > $2
+    RETURNING contract, token, wallet, amount
+), d AS (
+    SELECT contract, token, wallet, sum(amount) AS s FROM gone GROUP BY contract, token, wallet
+), up AS (
+    UPDATE reward_balances b SET {column} = b.{column} - d.s
+    FROM d
+    WHERE b.wallet = d.wallet AND b.chain_id = $1 AND b.contract = d.contract
+      AND b.token = d.token
+    RETURNING b.contract, b.token, b.wallet, b.added, b.claimed
+)
+SELECT 0 AS k, NULL::text AS contract, NULL::text AS token, NULL::text AS wallet,
+       (SELECT count(*) FROM gone) AS n
+UNION ALL
+SELECT 1, contract, token, wallet, NULL FROM up WHERE added = 0 AND claimed = 0
+ORDER BY k
+"""
+
+
 NOTIFY_MAX_WALLETS = 100  # NOTIFY payloads must stay under 8000 bytes
 
 
@@ -394,19 +420,17 @@ class PostgresSink:
         return deleted
 
     async def _delete_above(self, con: Conn, number: int) -> dict[str, int]:
+        """Delete every row above ``number``; the balances lose exactly what the deleted
+        reward events had added (no rescan of the event tables: at a million events a
+        rebuild from them cost seconds per rolled-back block, bench/explain.py)."""
         deleted: dict[str, int] = {}
-        touched: set[tuple[str, str, str]] = set()
+        emptied: set[tuple[str, str, str]] = set()
         for table in EVENT_TABLE_NAMES:
             ident = quote_ident(table)
             if table in BALANCE_TABLES:
-                rows = await con.fetch(
-                    f"DELETE FROM {ident} WHERE chain_id = $1 AND block_number > $2 "
-                    "RETURNING contract, token, wallet",
-                    self.chain_id,
-                    number,
-                )
-                touched.update((r["contract"], r["token"], r["wallet"]) for r in rows)
-                count = len(rows)
+                rows = await con.fetch(rollback_balances_sql(table), self.chain_id, number)
+                count = int(rows[0]["n"])
+                emptied.update((r["contract"], r["token"], r["wallet"]) for r in rows[1:])
             else:
                 status = await con.execute(
                     f"DELETE FROM {ident} WHERE chain_id = $1 AND block_number > $2",
@@ -417,7 +441,15 @@ class PostgresSink:
             if count:
                 deleted[table] = count
         await con.execute(Q["delete_blocks_above"], self.chain_id, number)
-        await rebuild_balances(con, self.chain_id, touched)
+        if emptied:
+            ordered = sorted(emptied)
+            await con.execute(
+                Q["delete_zero_balances"],
+                self.chain_id,
+                [k[0] for k in ordered],
+                [k[1] for k in ordered],
+                [k[2] for k in ordered],
+            )
         return deleted
 
     async def set_halted(self, reason: str | None) -> None:

@@ -169,15 +169,19 @@ def _call(node: Anvil, to: str, sig: str, types: list[str], args: list[Any], blo
 def assert_balances(dsn: str, node: Anvil, mtpp: str, chain_id: int = 31337) -> int:
     """INV-DERIVED: balances = fold of events = the contract's view at the checkpoint."""
     number, _ = checkpoint(dsn, chain_id)
+    # A balance row exists while its key's events credit or claim something (zero-amount
+    # events alone make none).
     fold: dict[tuple[str, str], int] = defaultdict(int)
     for r in _fetch(
         dsn, "SELECT token, wallet, amount FROM reward_added WHERE chain_id=$1", chain_id
     ):
-        fold[(r["token"], r["wallet"])] += int(r["amount"])
+        if int(r["amount"]):
+            fold[(r["token"], r["wallet"])] += int(r["amount"])
     for r in _fetch(
         dsn, "SELECT token, wallet, amount FROM reward_claimed WHERE chain_id=$1", chain_id
     ):
-        fold[(r["token"], r["wallet"])] -= int(r["amount"])
+        if int(r["amount"]):
+            fold[(r["token"], r["wallet"])] -= int(r["amount"])
     rows = _fetch(
         dsn, "SELECT token, wallet, pending FROM reward_balances WHERE chain_id=$1", chain_id
     )

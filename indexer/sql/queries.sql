@@ -80,6 +80,7 @@ WITH d AS (
 INSERT INTO reward_balances (chain_id, contract, token, wallet, added, claimed)
 SELECT $1, contract, token, wallet, sum(added), sum(claimed)
 FROM d GROUP BY contract, token, wallet
+HAVING sum(added) <> 0 OR sum(claimed) <> 0  -- zero-amount events alone make no row
 ON CONFLICT (chain_id, contract, token, wallet) DO UPDATE
 SET added = reward_balances.added + EXCLUDED.added,
     claimed = reward_balances.claimed + EXCLUDED.claimed
@@ -97,18 +98,32 @@ USING unnest($2::text[], $3::text[], $4::text[]) AS k(contract, token, wallet)
 WHERE b.chain_id = $1 AND b.contract = k.contract AND b.token = k.token AND b.wallet = k.wallet;
 
 -- name: rebuild_balances
--- Rebuild, step 2: recompute those keys from the events now stored.
+-- Rebuild, step 2: recompute those keys from the events now stored (a row exists while the
+-- key's events credit or claim something: zero-amount events alone make none, as in
+-- add_balances). Each key's sums scan the event tables (no wallet index is kept on them: it
+-- would cost every commit), so this serves the repair paths (verify --repair, reconcile
+-- --fix), not rollbacks (rollback_balances).
 INSERT INTO reward_balances (chain_id, contract, token, wallet, added, claimed)
-SELECT $1, k.contract, k.token, k.wallet,
-       COALESCE((SELECT sum(a.amount) FROM reward_added a WHERE a.chain_id = $1
-                 AND a.contract = k.contract AND a.token = k.token AND a.wallet = k.wallet), 0),
-       COALESCE((SELECT sum(c.amount) FROM reward_claimed c WHERE c.chain_id = $1
-                 AND c.contract = k.contract AND c.token = k.token AND c.wallet = k.wallet), 0)
-FROM (SELECT DISTINCT * FROM unnest($2::text[], $3::text[], $4::text[])) AS k(contract, token, wallet)
-WHERE EXISTS (SELECT 1 FROM reward_added a WHERE a.chain_id = $1 AND a.contract = k.contract
-              AND a.token = k.token AND a.wallet = k.wallet)
-   OR EXISTS (SELECT 1 FROM reward_claimed c WHERE c.chain_id = $1 AND c.contract = k.contract
-              AND c.token = k.token AND c.wallet = k.wallet);
+SELECT $1, contract, token, wallet, added, claimed FROM (
+    SELECT k.contract, k.token, k.wallet,
+           COALESCE((SELECT sum(a.amount) FROM reward_added a WHERE a.chain_id = $1
+                     AND a.contract = k.contract AND a.token = k.token AND a.wallet = k.wallet), 0)
+               AS added,
+           COALESCE((SELECT sum(c.amount) FROM reward_claimed c WHERE c.chain_id = $1
+                     AND c.contract = k.contract AND c.token = k.token AND c.wallet = k.wallet), 0)
+               AS claimed
+    FROM (SELECT DISTINCT * FROM unnest($2::text[], $3::text[], $4::text[]))
+         AS k(contract, token, wallet)
+) s
+WHERE added <> 0 OR claimed <> 0;
+
+-- name: delete_zero_balances
+-- Rollback, last step: the keys whose rows the rolled-back events brought to nothing credited
+-- and nothing claimed lose their row (as if those events had never been indexed).
+DELETE FROM reward_balances b
+USING unnest($2::text[], $3::text[], $4::text[]) AS k(contract, token, wallet)
+WHERE b.wallet = k.wallet AND b.chain_id = $1 AND b.contract = k.contract AND b.token = k.token
+  AND b.added = 0 AND b.claimed = 0;
 
 -- name: known_banks
 -- Every discovered ProductBank of a chain (addresses to watch after a restart).

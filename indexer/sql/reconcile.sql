@@ -27,8 +27,8 @@ SELECT k.contract, k.token, k.wallet,
        COALESCE(a.at_b, 0) - COALESCE(c.at_b, 0) AS events_at_b,
        COALESCE(a.total, 0) AS events_added,
        COALESCE(c.total, 0) AS events_claimed,
-       b.added AS stored_added,
-       b.claimed AS stored_claimed,
+       COALESCE(b.added, 0) AS stored_added,  -- no row: nothing credited (zero-amount events)
+       COALESCE(b.claimed, 0) AS stored_claimed,
        COALESCE(b.pending, 0) - (COALESCE(a.total, 0) - COALESCE(a.at_b, 0))
            + (COALESCE(c.total, 0) - COALESCE(c.at_b, 0)) AS stored_at_b
 FROM keys k
@@ -323,8 +323,8 @@ SELECT k.contract, k.token, k.wallet,
        COALESCE(a.at_b, 0) - COALESCE(c.at_b, 0) AS events_at_b,
        COALESCE(a.total, 0) AS events_added,
        COALESCE(c.total, 0) AS events_claimed,
-       b.added AS stored_added,
-       b.claimed AS stored_claimed,
+       COALESCE(b.added, 0) AS stored_added,  -- no row: nothing credited (zero-amount events)
+       COALESCE(b.claimed, 0) AS stored_claimed,
        COALESCE(b.pending, 0) - (COALESCE(a.total, 0) - COALESCE(a.at_b, 0))
            + (COALESCE(c.total, 0) - COALESCE(c.at_b, 0)) AS stored_at_b
 FROM k

@@ -397,7 +397,8 @@ class World:
         for lg in logs:
             if is_reward_added(lg):
                 token, wallet, _emitter, amount = reward_fields(lg)
-                fold[(lg.address, token, wallet)][0] += amount
+                if amount:  # zero-amount events alone make no balance row
+                    fold[(lg.address, token, wallet)][0] += amount
         assert stored.balances == {k: (v[0], v[1]) for k, v in fold.items()}
 
     # ---- operations -------------------------------------------------------------------
