@@ -124,6 +124,7 @@ class BackfillLine:
             blocks=self._blocks(self.start),
             figures=describe(Rates(None, None, None)),
         )
+        self.progress.refresh()  # drawn before the first log line, not at the next tick
         return self
 
     def __exit__(
