@@ -111,12 +111,28 @@ class BalancePlan:
 
     full: bool
     keys: tuple[Key, ...] = ()
+    key_set: frozenset[Key] = frozenset()
     touched: int = 0
-    upto: int = -1  # reward events up to this block were looked at
+    since: int = -1  # reward events after this block and up to ``upto`` are looked at
+    upto: int = -1
     cursor: tuple[str, str, str] = ("", "", "")  # (wallet, contract, token) to go on after
     cycles: int = 0
     ends_cycle: bool = False  # the sample wrapped: compare the totals too
     coverage_runs: int = 1
+
+    def covers(self, subject: str) -> bool:
+        """Whether this run looked at ``subject`` (an open discrepancy it did not look at
+        stays open: an incremental run cannot say it cleared). Direct credits are looked
+        for in new blocks only, and final blocks never lose one: they stay open until fixed
+        (acknowledged) or a full run no longer finds them."""
+        if self.full:
+            return True
+        kind, _, rest = subject.partition(":")
+        if kind == "pending":
+            return tuple(rest.split(":")) in self.key_set
+        if kind == "total_pending":
+            return self.ends_cycle
+        return kind != "direct"
 
 
 @dataclass(slots=True)
@@ -217,7 +233,7 @@ class Reconciler:
             report.found = await self.detect(header, report.checked, plan)
             ranges = await self._cross_check(header, report.checked)
             report.found += ranges
-            report.opened, first_pass = await self._record(report.found, header.number, {})
+            report.opened, first_pass = await self._record(report.found, header.number, {}, plan)
             closed = len(first_pass)
             report.remaining = report.found
             refetched = await self.fixer.refetch_ranges(ranges)
@@ -226,7 +242,7 @@ class Reconciler:
                 actions.update(refetched)
                 report.remaining = await self.detect(header, {}, plan)
                 report.remaining += await self._cross_check(header, {}, only=ranges)
-                _, fixed = await self._record(report.remaining, header.number, actions)
+                _, fixed = await self._record(report.remaining, header.number, actions, plan)
                 left = {(f.kind, f.subject) for f in report.remaining}
                 report.fixed = {
                     f.subject: actions[f.subject]
@@ -272,11 +288,16 @@ class Reconciler:
         ``max_views`` keys, else the keys touched since the last run and the next sample."""
         cid, cov = self.chain.chain_id, self.coverage
         async with self.pool.acquire() as con, con.transaction(isolation="repeatable_read"):
-            if await con.fetchval(Q["rc_balance_keys_over"], cid, self.pushpull, cov.max_views) <= (
-                cov.max_views
+            estimate = await con.fetchval(Q["rc_balance_keys_estimate"])
+            # the planner's estimate decides for large tables; near the limit a count bounded
+            # by max_views + 1 rows does
+            if (
+                estimate <= 2 * cov.max_views
+                and await con.fetchval(Q["rc_balance_keys_over"], cid, self.pushpull, cov.max_views)
+                <= cov.max_views
             ):
                 return BalancePlan(full=True)
-            size = max(await con.fetchval(Q["rc_balance_keys_estimate"]), cov.max_views + 1)
+            size = max(estimate, cov.max_views + 1)
             sample_n = max(1, min(math.ceil(cov.share * size), cov.max_views // 2))
             cur = await con.fetchrow(Q["rc_cursor_load"], cid)
             since = b if cur is None else min(int(cur["touched_block"]), b)
@@ -293,7 +314,9 @@ class Reconciler:
         return BalancePlan(
             full=False,
             keys=tuple(sorted(keys)),
+            key_set=frozenset(keys),
             touched=len(touched),
+            since=since,
             upto=int(upto),
             cursor=("", "", "")
             if last is None
@@ -341,7 +364,11 @@ class Reconciler:
             )
             batches = await con.fetch(Q["rc_batch_state"], self.chain.chain_id, b)
             pushes = await con.fetch(Q["rc_unrecorded_pushes"], self.chain.chain_id, b)
-            direct = await con.fetch(Q["rc_direct_rewards"], self.chain.chain_id, b)
+            direct = (
+                await con.fetch(Q["rc_direct_rewards"], cid, b)
+                if plan.full
+                else await con.fetch(Q["rc_direct_rewards_in"], cid, plan.since, plan.upto)
+            )
             astray = await con.fetch(Q["rc_confirmed_rewards_astray"], self.chain.chain_id)
             acknowledged = {
                 r["subject"] for r in await con.fetch(Q["rc_acknowledged"], self.chain.chain_id)
@@ -483,11 +510,16 @@ class Reconciler:
     # ---- recording ----------------------------------------------------------------------
 
     async def _record(
-        self, findings: Sequence[Finding], block: int, actions: dict[str, str]
+        self,
+        findings: Sequence[Finding],
+        block: int,
+        actions: dict[str, str],
+        plan: BalancePlan | None = None,
     ) -> tuple[int, dict[str, str]]:
-        """Open, update and close rows so that the open ones are exactly ``findings``; rows
-        closed are resolved with their action (``actions``) or ``cleared``. Returns how many
-        rows were opened and the resolutions written."""
+        """Open, update and close rows so that the open ones are exactly ``findings`` among
+        what ``plan`` covers (rows it did not look at stay as they are, unless an action
+        settled them); rows closed are resolved with their action (``actions``) or
+        ``cleared``. Returns how many rows were opened and the resolutions written."""
         resolved: dict[str, str] = {}
         opened = 0
         current = {(f.kind, f.subject): f for f in findings}
@@ -498,6 +530,9 @@ class Reconciler:
             for row in open_rows:
                 key = (row["kind"], row["subject"])
                 f = current.get(key)
+                out_of_sight = plan is not None and not plan.covers(row["subject"])
+                if f is None and out_of_sight and row["subject"] not in actions:
+                    continue
                 if f is None or key in seen:
                     resolution = actions.get(row["subject"], "cleared")
                     await con.execute(Q["rc_resolve"], row["id"], resolution)

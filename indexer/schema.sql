@@ -355,6 +355,12 @@ FROM (SELECT batch_id, count(*) AS n, sum(amount) AS total FROM rewards
       WHERE batch_id IS NOT NULL GROUP BY batch_id) s
 WHERE b.id = s.batch_id AND b.reward_count IS NULL AND b.status IN ('draft', 'pending', 'confirmed');
 CREATE INDEX IF NOT EXISTS rewards_batch ON rewards (batch_id);
+-- The reconciler's look for confirmed rewards astray (rc_confirmed_rewards_astray): the batches
+-- not confirmed, and the confirmed rewards without a batch, each a small part of its table.
+CREATE INDEX IF NOT EXISTS reward_batches_unconfirmed ON reward_batches (chain_id, id)
+    WHERE status NOT IN ('confirmed', 'reconciled');
+CREATE INDEX IF NOT EXISTS rewards_confirmed_unbatched ON rewards (chain_id, id)
+    WHERE status = 'confirmed' AND batch_id IS NULL;
 
 CREATE TABLE IF NOT EXISTS discrepancies (
     id          BIGSERIAL PRIMARY KEY,

@@ -106,13 +106,31 @@ WHERE a.chain_id = $1 AND a.block_number <= $2
 GROUP BY a.tx_hash, a.emitter, a.token
 ORDER BY min(a.block_number), a.tx_hash;
 
+-- name: rc_direct_rewards_in
+-- rc_direct_rewards for the blocks in ($2, $3] only (an incremental run: the reward events
+-- since the last run, read by the block key).
+SELECT a.tx_hash, a.emitter, a.token, min(a.block_number) AS block_number,
+       count(*) AS n, sum(a.amount) AS total
+FROM reward_added a
+WHERE a.chain_id = $1 AND a.block_number > $2 AND a.block_number <= $3
+  AND NOT EXISTS (SELECT 1 FROM rewards_pushed e WHERE e.chain_id = a.chain_id
+                  AND e.tx_hash = a.tx_hash AND e.contract = a.emitter)
+GROUP BY a.tx_hash, a.emitter, a.token
+ORDER BY min(a.block_number), a.tx_hash;
+
 -- name: rc_confirmed_rewards_astray
--- Confirmed rewards whose batch is missing or not confirmed.
+-- Confirmed rewards whose batch is missing or not confirmed: from the batches that are not
+-- confirmed (a partial index) and the confirmed rewards without a batch (another), never a
+-- scan of the whole queue.
 SELECT r.id, r.external_key, r.batch_id, b.status AS batch_status
-FROM rewards r LEFT JOIN reward_batches b ON b.id = r.batch_id
-WHERE r.chain_id = $1 AND r.status = 'confirmed'
-  AND (b.id IS NULL OR b.status NOT IN ('confirmed', 'reconciled'))
-ORDER BY r.id;
+FROM reward_batches b JOIN rewards r ON r.batch_id = b.id
+WHERE b.chain_id = $1 AND b.status NOT IN ('confirmed', 'reconciled')
+  AND r.chain_id = $1 AND r.status = 'confirmed'
+UNION ALL
+SELECT r.id, r.external_key, r.batch_id, NULL
+FROM rewards r
+WHERE r.chain_id = $1 AND r.status = 'confirmed' AND r.batch_id IS NULL
+ORDER BY 1;
 
 -- name: rc_stored_time_at
 -- Timestamp of the newest stored header at or below a height (the lifecycle's own lower bound
