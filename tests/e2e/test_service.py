@@ -38,6 +38,11 @@ NOT_DRIVEN_HERE = {
     "indexer_pusher_stuck_transactions",
     "indexer_pusher_errors_total",
     "indexer_pusher_sender_balance",  # no [signer] here: tests/e2e/test_pusher.py drives it
+    "indexer_pusher_batches",  # as above
+    "indexer_pusher_gas_used_total",  # as above
+    "indexer_settlement_verdicts_total",  # the judge runs in the pusher's rounds
+    "indexer_reconcile_mismatches_total",  # see the last-run line below;
+    # tests/e2e/test_reconcile.py drives these
     "indexer_reconcile_last_run_timestamp_seconds",  # the first run comes after 600 s
     "indexer_ws_connected",  # no ws_url here: tests/e2e/test_new_heads.py drives it
 }
