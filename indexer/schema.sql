@@ -355,6 +355,9 @@ FROM (SELECT batch_id, count(*) AS n, sum(amount) AS total FROM rewards
       WHERE batch_id IS NOT NULL GROUP BY batch_id) s
 WHERE b.id = s.batch_id AND b.reward_count IS NULL AND b.status IN ('draft', 'pending', 'confirmed');
 CREATE INDEX IF NOT EXISTS rewards_batch ON rewards (batch_id);
+-- A wallet's rewards (rewardsync_api.wallet_overview, the HTTP API): one index lookup, not a
+-- scan of the queue.
+CREATE INDEX IF NOT EXISTS rewards_wallet ON rewards (wallet);
 -- The reconciler's look for confirmed rewards astray (rc_confirmed_rewards_astray): the batches
 -- not confirmed, and the confirmed rewards without a batch, each a small part of its table.
 CREATE INDEX IF NOT EXISTS reward_batches_unconfirmed ON reward_batches (chain_id, id)
@@ -561,8 +564,16 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $fn$
         FROM public.reward_balances b, w WHERE b.wallet = w.wallet GROUP BY 1, 2
     ),
     queue AS (
+        -- in flight: pushed, and its batch's RewardsPushed not indexed yet (once it is, the
+        -- amount is in reward_balances: claimable, not counted twice)
         SELECT r.chain_id, r.token,
-               sum(r.amount) FILTER (WHERE r.status = 'pushed') AS in_flight,
+               sum(r.amount) FILTER (
+                   WHERE r.status = 'pushed' AND NOT EXISTS (
+                       SELECT 1 FROM public.reward_batches b
+                       JOIN public.rewards_pushed e
+                         ON e.chain_id = b.chain_id AND e.contract = b.bank AND e.nonce = b.nonce
+                       WHERE b.id = r.batch_id)
+               ) AS in_flight,
                sum(r.amount) FILTER (WHERE r.status = 'pending') AS queued,
                sum(r.amount) FILTER (WHERE r.status = 'failed') AS failed,
                (array_agg(r.error ORDER BY r.id DESC) FILTER (WHERE r.error IS NOT NULL))[1] AS last_error

@@ -90,6 +90,33 @@ async def test_reward_status_wallet_overview_and_sync_status_read_the_tables(db_
             row["failed"],
         ) == (60, 40, 0, 7, 11)
         assert row["last_error"] == "InsufficientBudget"
+
+        # in flight until the batch's RewardsPushed is indexed; then the amount is claimable
+        # (in reward_balances) and no longer counted in flight as well
+        pushed = await enqueue(con, "order-4", amount=13)
+        nonce = "0x" + "77" * 32
+        batch = await con.fetchval(
+            "INSERT INTO reward_batches (chain_id, bank, campaign_id, token, nonce, status) "
+            "VALUES (31337, $1, $2, $3, $4, 'pending') RETURNING id",
+            BANK.lower(),
+            CAMPAIGN,
+            TOKEN.lower(),
+            nonce,
+        )
+        await con.execute(
+            "UPDATE rewards SET status = 'pushed', batch_id = $2 WHERE id = $1", pushed["id"], batch
+        )
+        overview = "SELECT in_flight FROM rewardsync_api.wallet_overview($1)"
+        assert await con.fetchval(overview, WALLET) == 13
+        await con.execute(
+            "INSERT INTO rewards_pushed VALUES (31337, 9, $1, now(), $1, 0, $2, $3, $4, $5, 13, 1)",
+            "0x" + "aa" * 32,
+            BANK.lower(),
+            CAMPAIGN,
+            TOKEN.lower(),
+            nonce,
+        )
+        assert await con.fetchval(overview, WALLET) == 0
         await con.execute(
             "INSERT INTO checkpoints (chain_id, block_number, block_hash, start_block, "
             "halted_reason) VALUES (31337, 5, NULL, 0, 'reorg deeper than max_reorg_depth')"
