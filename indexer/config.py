@@ -55,6 +55,9 @@ for secrets; an unset variable is a problem)::
     max_response_mb       64        largest RPC answer read (MiB, ≥ 1), streamed: a bigger
                                     eth_getLogs answer shrinks the range; one block over
                                     it halts the chain with the reason
+    address_chunk         500       most addresses in one eth_getLogs filter (≥ 1): more
+                                    watched contracts (factory-made banks) are asked for
+                                    in several filters of the same batch
     "table" = chain_defaults(chain_id) below.
 
       [[chains.contracts]]          zero or more per chain
@@ -150,6 +153,7 @@ DEFAULT_METRICS_LISTEN = ("127.0.0.1", 9108)
 DEFAULT_API_LISTEN = ("127.0.0.1", 9109)
 MIN_API_TOKEN_CHARS = 16
 RECONCILE_INTERVAL_S = 600.0
+ADDRESS_CHUNK = 500  # addresses per eth_getLogs filter (providers refuse thousands)
 RECONCILE_MAX_VIEWS = 50_000
 RECONCILE_SHARE = 0.05
 READY_MAX_LAG_BLOCKS = 100
@@ -275,6 +279,7 @@ class ChainSettings:
     multicall3: str | None
     max_response_bytes: int = 64 * MIB
     ws_url: str | None = None
+    address_chunk: int = ADDRESS_CHUNK
 
 
 @dataclass(frozen=True, slots=True)
@@ -406,6 +411,7 @@ _CHAIN_KEYS = (
     "finality",
     "multicall3",
     "max_response_mb",
+    "address_chunk",
     "ws_url",
     "contracts",
 )
@@ -484,6 +490,7 @@ def _chain(sec: Section, ctx: _Context) -> ChainSettings:
         multicall3=_multicall3(sec, d["multicall3"]),
         max_response_bytes=(sec.get_int("max_response_mb", minimum=1) or 64) * MIB,
         ws_url=_ws_url(sec),
+        address_chunk=sec.get_int("address_chunk", minimum=1) or ADDRESS_CHUNK,
     )
 
 

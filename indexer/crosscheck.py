@@ -129,6 +129,7 @@ class CrossChecker:
                 log_range=min(self.chain.batch_blocks, MAX_RANGE_BLOCKS),
                 max_log_range=MAX_RANGE_BLOCKS,
                 max_response_bytes=self.chain.max_response_bytes,
+                address_chunk=self.chain.address_chunk,
                 endpoint_ids=[idx],
             )
         return client

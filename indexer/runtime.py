@@ -86,6 +86,7 @@ def make_rpc(chain: ChainSettings) -> RpcClient:
         max_log_range=max(chain.batch_blocks, 10_000),
         chain_id=chain.chain_id,
         max_response_bytes=chain.max_response_bytes,
+        address_chunk=chain.address_chunk,
     )
 
 

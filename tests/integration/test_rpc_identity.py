@@ -5,9 +5,13 @@ is read, not after."""
 
 from __future__ import annotations
 
+import asyncio
+import random
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
 from indexer.errors import RangeLimitError, RpcUnavailable, WrongChainId
@@ -134,3 +138,44 @@ async def test_address_chunks_fetch_exactly_what_one_filter_does(anvil: Anvil) -
     assert results[500][0] == results[500][1]
     assert results[4] == results[500]
     assert results[1] == results[500]
+
+
+def test_chunked_fetching_equals_one_filter_on_a_generated_chain(anvil: Anvil) -> None:
+    """Property (Hypothesis, on one generated chain): for any subset of the watched contracts,
+    any chunk size and any block range, ``get_range`` in address chunks returns exactly the
+    logs (order included) and headers that one filter of all the addresses returns."""
+    from tests.integration.test_rpc_anvil import EMITTER, emit  # noqa: PLC0415
+    from tests.integration.test_rpc_anvil import deploy as deploy_code  # noqa: PLC0415
+
+    rng = random.Random(16)
+    contracts = [deploy_code(anvil, EMITTER) for _ in range(9)]
+    for i in range(40):  # a log of one to three of the contracts per block, or none
+        for c in rng.sample(contracts, rng.randint(0, 3)):
+            emit(anvil, c, bytes([i]) * rng.randint(1, 40))
+        if rng.random() < 0.3:
+            anvil.mine(1)
+    head = anvil.block_number()
+
+    async def fetch(addresses: list[str], first: int, last: int, chunk: int) -> Any:
+        async with RpcClient([anvil.url], address_chunk=chunk, log_range=4096, **FAST) as rpc:
+            got = await rpc.get_range(first, last, addresses, full_headers=True)
+            return got.to_block, got.logs, got.headers
+
+    assert len(asyncio.run(fetch(contracts, 0, head, 10_000))[1]) > 30
+
+    @settings(
+        max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    )
+    @given(
+        subset=st.lists(st.sampled_from(contracts), min_size=1, unique=True),
+        chunk=st.integers(1, 10),
+        first=st.integers(0, head),
+        span=st.integers(0, head),
+    )
+    def prop(subset: list[str], chunk: int, first: int, span: int) -> None:
+        last = min(head, first + span)
+        assert asyncio.run(fetch(subset, first, last, chunk)) == asyncio.run(
+            fetch(subset, first, last, 10_000)
+        )
+
+    prop()

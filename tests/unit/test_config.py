@@ -201,6 +201,7 @@ CHAIN_CASES = [
     ("chain_id = 31337", "chain_id = 31337\nmax_reorg_depth = -2", "max_reorg_depth: must not"),
     ("chain_id = 31337", "chain_id = 1\nmax_reorg_depth = 5", "must not exceed max_reorg_depth"),
     ("chain_id = 31337", "chain_id = 31337\nconfirmatons = 1", "confirmatons: unknown key"),
+    ("chain_id = 31337", "chain_id = 31337\naddress_chunk = 0", "address_chunk: must be at l"),
     ("chain_id = 31337", "chain_id = 31337\nfinality = 'safe'", 'finality: must be "tag" or'),
     ("chain_id = 31337", "chain_id = 31337\nbatch_blocks = 0", "batch_blocks: must be at least"),
     ("chain_id = 31337", "chain_id = 31337\npoll_interval = 0", "poll_interval: must be a pos"),
