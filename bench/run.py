@@ -662,6 +662,40 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="PostgreSQL's side: pg_stat_statements of one more backfill per workload",
     )
+    p.add_argument("--pusher", action="store_true", help="pusher throughput (bench/pusher.py)")
+    p.add_argument("--rewards", type=int, default=100_000, help="--pusher: rewards queued")
+    p.add_argument("--banks", type=int, default=500, help="--pusher: banks they go to")
+    p.add_argument(
+        "--scale",
+        action="store_true",
+        help="the scale bench: many banks and wallets (bench/scale.py)",
+    )
+    p.add_argument(
+        "--scale-banks", type=int, default=5_000, help="--scale: banks the factory makes"
+    )
+    p.add_argument("--scale-wallets", type=int, default=1_000_000, help="--scale: wallets paid")
+    p.add_argument(
+        "--explain",
+        action="store_true",
+        help="the plans of the daemon's queries at 1M events (bench/explain.py; --events N)",
+    )
     a = p.parse_args(argv)
+    if a.explain:
+        from bench import explain  # noqa: PLC0415
+
+        pg = PgCluster.start()
+        try:
+            print(explain.main(pg.dsn(), pg.dsn, a.events if a.events != 200_000 else 1_000_000))
+        finally:
+            pg.stop()
+        return 0
+    if a.scale:
+        from bench.scale import run_scale  # noqa: PLC0415 (it imports this module)
+
+        return asyncio.run(run_scale(a.scale_banks, a.scale_wallets, min(a.follow_blocks, 30)))
+    if a.pusher:
+        from bench.pusher import run_pusher  # noqa: PLC0415 (it imports this module)
+
+        return asyncio.run(run_pusher(a.rewards, a.banks))
     resource.setrlimit(resource.RLIMIT_NOFILE, resource.getrlimit(resource.RLIMIT_NOFILE))
     return asyncio.run(_main(a))

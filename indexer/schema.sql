@@ -362,6 +362,9 @@ CREATE INDEX IF NOT EXISTS rewards_wallet ON rewards (wallet);
 -- not confirmed, and the confirmed rewards without a batch, each a small part of its table.
 CREATE INDEX IF NOT EXISTS reward_batches_unconfirmed ON reward_batches (chain_id, id)
     WHERE status NOT IN ('confirmed', 'reconciled');
+-- A rollback finds the batches confirmed above the common ancestor (unconfirm_batches) by block.
+CREATE INDEX IF NOT EXISTS reward_batches_block ON reward_batches (chain_id, block_number)
+    WHERE block_number IS NOT NULL;
 CREATE INDEX IF NOT EXISTS rewards_confirmed_unbatched ON rewards (chain_id, id)
     WHERE status = 'confirmed' AND batch_id IS NULL;
 
