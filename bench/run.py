@@ -48,6 +48,7 @@ from bench.chain import (
     user_address,
 )
 from indexer import db
+from indexer.decode import EVENT_TABLE_NAMES
 from tests.harness import INDEXER_BIN, ChainCfg, write_config
 from tests.procs import ROOT, Anvil, PgCluster
 
@@ -300,18 +301,7 @@ async def measure_backfill(
     con = await asyncpg.connect(dsn)
     try:
         n = 0
-        for table in (
-            "reward_added",
-            "reward_claimed",
-            "contributions",
-            "other_events",
-            "pusher_changes",
-            "chamas",
-            "chama_members",
-            "payouts",
-            "quarantine",
-            "chama_completions",
-        ):
+        for table in EVENT_TABLE_NAMES:  # every event table (and quarantine)
             n += await con.fetchval(f"SELECT count(*) FROM {table}")
         cp = await con.fetchval("SELECT block_number FROM checkpoints")
     finally:

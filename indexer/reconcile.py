@@ -6,8 +6,8 @@ one) or head - ``max_reorg_depth``, capped at the checkpoint so that nothing abo
 indexed is compared. Every contract view is an ``eth_call`` pinned to B's hash (EIP-1898), and
 the database side is computed AT B from the event tables (rows above B left out), so a reorg
 above B or blocks indexed after B can never raise a false alarm. Views go out batched: one
-Multicall3 ``aggregate3`` per chunk when ``multicall3`` is configured, else one ``eth_call``
-each, all in JSON-RPC batches.
+Multicall3 ``aggregate3`` of up to MULTICALL_CHUNK views per request when ``multicall3`` is
+configured, else one ``eth_call`` each, in JSON-RPC batches.
 
 Kinds (``Finding.kind``):
 - ``amount_mismatch``: pending per (token, wallet) or total per token at B differs between the
@@ -47,6 +47,7 @@ what the second look no longer finds is closed with the action taken (``fixed: .
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Sequence
@@ -78,12 +79,16 @@ KINDS: Final = (
     "status_mismatch",
 )
 LOCK_NAMESPACE: Final = 0x7263  # "rc": high bits of the per-chain reconciler lock
-# Views per Multicall3 ``aggregate3``, sized by gas: an eth_call gets the node's RPC gas cap
-# (geth 50M, many providers 25M+); a getPendingAmount costs under 10,000 gas cold (two SLOADs
-# and the call), so 2,000 views stay under 20M with room to spare.
-MULTICALL_GAS: Final = 20_000_000
+# Views per Multicall3 ``aggregate3``, sized by gas and by bytes: an eth_call gets the node's
+# RPC gas cap (geth 50M, many providers 25M+) and a getPendingAmount costs under 10,000 gas
+# cold (two SLOADs and the call), so 1,000 views stay under 10M; each view adds ~256 bytes of
+# calldata, ~0.5 MB of JSON per call. Nodes cap a request's body (anvil refuses one over
+# 2 MiB with -32600 "Invalid request", geth's limit is 5 MB), so each aggregate3 goes in a
+# request of its own, MULTICALL_PARALLEL at a time.
+MULTICALL_GAS: Final = 10_000_000
 VIEW_GAS: Final = 10_000
 MULTICALL_CHUNK: Final = MULTICALL_GAS // VIEW_GAS
+MULTICALL_PARALLEL: Final = 4
 _GET_PENDING: Final = keccak(b"getPendingAmount(address,address)")[:4]
 _GET_TOTAL_PENDING: Final = keccak(b"getTotalPending(address)")[:4]
 _GET_CONTRIBUTED: Final = keccak(b"getTotalContributed(uint256,address)")[:4]
@@ -501,8 +506,14 @@ class Reconciler:
             requests.append(
                 ("eth_call", [{"to": self.chain.multicall3, "data": "0x" + data.hex()}, pin])
             )
+        gate = asyncio.Semaphore(MULTICALL_PARALLEL)
+
+        async def one(method: str, params: list[Any]) -> Any:
+            async with gate:
+                return await self.rpc.request(method, params)
+
         out: list[int] = []
-        for answer in await self.rpc.batch(requests):
+        for answer in await asyncio.gather(*(one(m, p) for m, p in requests)):
             (results,) = _decode(["(bool,bytes)[]"], _hex_bytes(answer))
             out.extend(_uint(ret) for _ok, ret in results)
         return out
