@@ -155,20 +155,34 @@ def build(n_events: int, path: Path, meta: Path, wallets: int = USERS) -> ChainI
         watched = [addresses[c] for c in WATCHED]
         events, added = _count_logs(node, watched, start_block, head)
     finally:
-        if node.proc.poll() is None:
-            os.killpg(node.proc.pid, signal.SIGTERM)  # graceful: anvil dumps on exit
-            node.proc.wait(timeout=120)
-    tmp.replace(path)
-    info = ChainInfo(
-        events=events,
-        reward_added=added,
-        start_block=start_block,
-        head=head,
-        addresses=addresses,
-        admin=admin,
-        build_s=round(time.perf_counter() - t0, 1),
-        state=str(path),
+        stop_dumping(node, timeout=120)
+    return record(
+        tmp,
+        path,
+        meta,
+        ChainInfo(
+            events=events,
+            reward_added=added,
+            start_block=start_block,
+            head=head,
+            addresses=addresses,
+            admin=admin,
+            build_s=round(time.perf_counter() - t0, 1),
+            state=str(path),
+        ),
     )
+
+
+def stop_dumping(node: Anvil, timeout: float) -> None:
+    """Stop a building anvil gracefully: it writes its ``--dump-state`` file on exit."""
+    if node.proc.poll() is None:
+        os.killpg(node.proc.pid, signal.SIGTERM)
+        node.proc.wait(timeout=timeout)
+
+
+def record(tmp: Path, path: Path, meta: Path, info: ChainInfo) -> ChainInfo:
+    """Move the finished dump into place and write its metadata beside it."""
+    tmp.replace(path)
     meta.write_text(json.dumps(asdict(info), indent=1))
     return info
 

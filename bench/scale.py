@@ -23,12 +23,10 @@ import json
 import os
 import platform
 import random
-import signal
 import statistics
 import subprocess
 import tempfile
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 from eth_abi.abi import encode as abi_encode
@@ -44,7 +42,9 @@ from bench.chain import (
     _count_logs,
     _setup,
     push_calldata,
+    record,
     send_tx,
+    stop_dumping,
 )
 from tests import deploy as dp
 from tests.fakes.rpc import FakeRpc
@@ -131,22 +131,22 @@ def build(banks: int, wallets: int, path: Path, meta: Path) -> ChainInfo:
             e, a = _count_logs(node, watched[k : k + 500], start_block, head)
             events, added = events + e, added + a
     finally:
-        if node.proc.poll() is None:
-            os.killpg(node.proc.pid, signal.SIGTERM)  # graceful: anvil dumps on exit
-            node.proc.wait(timeout=600)
-    tmp.replace(path)
-    info = ChainInfo(
-        events=events,
-        reward_added=added,
-        start_block=start_block,
-        head=head,
-        addresses=addresses,
-        admin=admin,
-        build_s=round(time.perf_counter() - t0, 1),
-        state=str(path),
+        stop_dumping(node, timeout=600)
+    return record(
+        tmp,
+        path,
+        meta,
+        ChainInfo(
+            events=events,
+            reward_added=added,
+            start_block=start_block,
+            head=head,
+            addresses=addresses,
+            admin=admin,
+            build_s=round(time.perf_counter() - t0, 1),
+            state=str(path),
+        ),
     )
-    meta.write_text(json.dumps(asdict(info), indent=1))
-    return info
 
 
 def cached(banks: int, wallets: int) -> ChainInfo:
