@@ -160,6 +160,16 @@ def cached(banks: int, wallets: int) -> ChainInfo:
     return info
 
 
+REORG_WINDOW = 3
+
+
+def _shallow(cfg: Path) -> Path:
+    """The config with a reorg window of REORG_WINDOW blocks (B = head - REORG_WINDOW)."""
+    text = cfg.read_text().replace("max_reorg_depth = 64\n", f"max_reorg_depth = {REORG_WINDOW}\n")
+    cfg.write_text(text)
+    return cfg
+
+
 async def _reconcile(pg: object, node: Anvil, info: ChainInfo, tmp: Path, dsn: str) -> str:
     """One `indexer reconcile --json` through a counting proxy; the report line."""
     import asyncpg  # noqa: PLC0415
@@ -167,8 +177,10 @@ async def _reconcile(pg: object, node: Anvil, info: ChainInfo, tmp: Path, dsn: s
     # The cached chain keeps the state of its last block only (built with --prune-history):
     # views pinned below it fail. Blocks mined now keep theirs: mine past the reorg window
     # and index them, so that the reconciler's block B has its state.
-    node.mine(70)
-    follow = bench_run._config(tmp, "scale_catch_up", dsn, node, info, 0.5)
+    # (with a million wallets in the state, a block takes anvil seconds: a short window, 3)
+    for _ in range(REORG_WINDOW + 1):
+        node.mine(1)
+    follow = _shallow(bench_run._config(tmp, "scale_catch_up", dsn, node, info, 0.5))
     subprocess.run(  # noqa: ASYNC221 (nothing else runs meanwhile)
         [str(INDEXER_BIN), "--config", str(follow), "run", "--exit-when-caught-up", "--no-http"],
         capture_output=True,
@@ -182,7 +194,7 @@ async def _reconcile(pg: object, node: Anvil, info: ChainInfo, tmp: Path, dsn: s
         await con.close()
     proxy = FakeRpc.start_in_thread(node.url)
     try:
-        cfg = bench_run._config(tmp, "scale_reconcile", dsn, node, info, 0.5)
+        cfg = _shallow(bench_run._config(tmp, "scale_reconcile", dsn, node, info, 0.5))
         text = cfg.read_text().replace(node.url, proxy.url)
         text = text.replace(
             'finality = "depth"\n',
