@@ -282,8 +282,10 @@ class RangeLoader:
         empty answer. Those blocks' logs are asked for again (at once, then after short
         pauses, BLOOM_RETRIES times); logs that show up mean the range was incomplete
         (LaggingNode: fetch it all again). Blooms have false positives (an address can also be
-        a topic), so an answer that stays empty is accepted. Final blocks are not checked: no
-        backend lags that far."""
+        a topic), so an answer that stays empty is accepted; a bloom that admits many absent
+        contracts (thousands of banks watched: ~2 % of them pass any busy block's bloom) says
+        nothing, and its block is asked again once, at once (``bloom_asks``). Final blocks
+        are not checked: no backend lags that far."""
         if not fetched.full:
             return
         present: dict[int, set[str]] = {}
@@ -296,12 +298,13 @@ class RangeLoader:
             seen = present.get(number, ())
             return [a for a in watched if a not in seen and since.get(a, -1) <= number]
 
-        doubtful = sorted(
-            number
+        admitted = {
+            number: _admitted(header, absent(number))
             for number, header in fetched.headers.items()
-            if header.logs_bloom is not None and header.may_have_logs_of(absent(number))
-        )
-        for attempt in range(BLOOM_RETRIES if doubtful else 0):
+            if header.logs_bloom is not None
+        }
+        doubtful = sorted(number for number, n in admitted.items() if n)
+        for attempt in range(bloom_asks(list(admitted.values()))):
             await asyncio.sleep(BLOOM_RETRY_S * attempt)  # at once, then a short pause
             self.nrpc += 1
             found = await self.rpc.get_logs(doubtful[0], doubtful[-1], watched)
@@ -312,6 +315,33 @@ class RangeLoader:
                     )
         if doubtful:
             log.info("bloom_false_positive_accepted", blocks=doubtful)
+
+
+BLOOM_SUSPECTS_MAX = 8  # a bloom admitting more absent contracts than this says nothing
+
+
+def _admitted(header: BlockHeader, addresses: Sequence[str]) -> int:
+    """How many of ``addresses`` the block's bloom admits, counted up to one past
+    BLOOM_SUSPECTS_MAX."""
+    n = 0
+    for a in addresses:
+        if header.may_have_logs_of((a,)):
+            n += 1
+            if n > BLOOM_SUSPECTS_MAX:
+                break
+    return n
+
+
+def bloom_asks(admitted: Sequence[int]) -> int:
+    """How many times the doubtful blocks of a range are asked again, from how many absent
+    contracts each block's bloom admits: none, no ask; a few in some block, BLOOM_RETRIES
+    paced asks (a lagging backend's empty answer looks like that); only many (a saturated
+    filter, which admits nearly anything), one ask at once."""
+    if not any(admitted):
+        return 0
+    if any(0 < n <= BLOOM_SUSPECTS_MAX for n in admitted):
+        return BLOOM_RETRIES
+    return 1
 
 
 def _check_addresses(logs: Sequence[RawLog], watched: Sequence[str]) -> None:
