@@ -41,9 +41,13 @@ SET nonce = $2, reward_count = $3, total_amount = $4, created_block = $5
 WHERE id = $1;
 
 -- name: assign_rewards
--- Rewards join a batch; they are in flight from now on.
-UPDATE rewards SET status = 'pushed', batch_id = $1, pushed_at = now(), error = NULL
-WHERE id = ANY($2::bigint[]) AND status = 'pending' AND batch_id IS NULL;
+-- Rewards join a batch; they are in flight from now on. Joined to the ids by the primary key
+-- whatever the statistics say: with `id = ANY($2)` a queue just filled by a bulk enqueue (not
+-- analyzed yet) was read whole through the status and batch indexes, 21-26 ms per batch
+-- instead of 2 (bench/pusher.py --no-analyze).
+UPDATE rewards r SET status = 'pushed', batch_id = $1, pushed_at = now(), error = NULL
+FROM unnest($2::bigint[]) AS k(id)
+WHERE r.id = k.id AND r.status = 'pending' AND r.batch_id IS NULL;
 
 -- name: drafts_due
 -- Draft batches ready to be signed, locked for this pusher.
