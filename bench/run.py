@@ -28,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -129,13 +130,19 @@ def run_measured(cmd: list[str], log_path: Path) -> tuple[float, float, str, flo
     """Run ``cmd`` to completion: (wall s, peak RSS MB of that process alone, stdout, its CPU
     seconds).
 
-    ``os.wait4`` gives the rusage of exactly this child, unlike RUSAGE_CHILDREN (the maximum
-    over every child ever waited for, PostgreSQL's initdb included)."""
+    ``os.wait4`` gives the CPU of exactly this child. Its peak RSS is read from the child's
+    own ``VmHWM`` (polled every 20 ms while it runs): ``ru_maxrss`` survives fork and exec on
+    Linux, so a child of a large bench process reported the parent's size (313 MB for every
+    row once the bench itself had grown that big)."""
     with log_path.open("w") as err:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, env=_env(), cwd=ROOT)
+        peak = _PeakRss(proc.pid)
+        peak.start()
         assert proc.stdout is not None
         out = proc.stdout.read().decode()
+        peak.done.set()
+        peak.join()
         _pid, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -143,7 +150,30 @@ def run_measured(cmd: list[str], log_path: Path) -> tuple[float, float, str, flo
         raise RuntimeError(
             f"{cmd[:3]} exited {proc.returncode}; log: {log_path}\n" + log_path.read_text()[-2000:]
         )
-    return wall, usage.ru_maxrss / 1024, out, usage.ru_utime + usage.ru_stime
+    rss_mb = peak.kib / 1024 if peak.kib else usage.ru_maxrss / 1024
+    return wall, rss_mb, out, usage.ru_utime + usage.ru_stime
+
+
+class _PeakRss(threading.Thread):
+    """Polls ``VmHWM`` (peak resident set since exec) of one process until told to stop."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.kib = 0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        status = Path(f"/proc/{self.pid}/status")
+        while True:
+            try:
+                for line in status.read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        self.kib = max(self.kib, int(line.split()[1]))
+            except (OSError, ValueError):
+                return  # exited (a zombie has no VmHWM line: the last read stands)
+            if self.done.wait(0.02):
+                return
 
 
 async def _create_db(pg: PgCluster, name: str) -> str:
