@@ -429,11 +429,22 @@ async def _settle(demo: Demo, pool: asyncpg.Pool) -> None:
         open_rewards = await pool.fetchval(
             "SELECT count(*) FROM rewards WHERE status IN ('pending', 'pushed')"
         )
-        checkpoint = await pool.fetchval(
-            "SELECT block_number FROM checkpoints WHERE chain_id = $1", CHAIN_ID
+        cp = await pool.fetchrow(
+            "SELECT block_number, block_hash FROM checkpoints WHERE chain_id = $1", CHAIN_ID
         )
         head = await asyncio.to_thread(demo.anvil.block_number)
-        if not open_rewards and checkpoint == head:
+        # the hash too: a same-height reorg (the traffic's last act) leaves the number equal
+        # while the stored tip is the old branch; stopping then left verify a changed hash
+        node = await asyncio.to_thread(demo.anvil.rpc, "eth_getBlockByNumber", [hex(head), False])
+        if (
+            not open_rewards
+            and cp is not None
+            and (cp["block_number"], cp["block_hash"])
+            == (
+                head,
+                node["hash"],
+            )
+        ):
             return
         if open_rewards:
             await asyncio.to_thread(demo.anvil.mine)
