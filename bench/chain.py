@@ -15,6 +15,7 @@ import os
 import random
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -193,11 +194,20 @@ def cached_chain(n_events: int, *, wallets: int = USERS, echo: Any = print) -> C
     stem = CACHE / f"chain-v{LAYOUT_VERSION}-{n_events}"
     if wallets != USERS:
         stem = stem.with_name(f"{stem.name}-w{wallets}")
+    what = f"the {n_events:,}-event chain, {wallets:,} wallets"
+    return from_cache(stem, what, lambda path, meta: build(n_events, path, meta, wallets), echo)
+
+
+def from_cache(
+    stem: Path, what: str, make: Callable[[Path, Path], ChainInfo], echo: Any = print
+) -> ChainInfo:
+    """The chain cached at ``stem`` (state dump and metadata), made by ``make(path, meta)``
+    first when missing."""
     path, meta = stem.with_suffix(".state.json"), stem.with_suffix(".meta.json")
     if path.exists() and meta.exists():
         return ChainInfo(**json.loads(meta.read_text()))
-    echo(f"building the {n_events:,}-event chain, {wallets:,} wallets (once; in {CACHE}) ...")
-    info = build(n_events, path, meta, wallets)
+    echo(f"building {what} (once; in {CACHE}) ...")
+    info = make(path, meta)
     echo(f"  built in {info.build_s} s: {info.events:,} events over {info.blocks:,} blocks")
     return info
 

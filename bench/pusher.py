@@ -37,14 +37,14 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import aiohttp
 import asyncpg
 import orjson
 from eth_utils.crypto import keccak
 
-from bench.run import CpuMeter, _create_db, _env, _rpc
+from bench.run import CpuMeter, _create_db, _env, _rpc, start_daemon
 from indexer.demo import contracts as dc
 from tests.harness import INDEXER_BIN, ChainCfg, write_config
 from tests.procs import ANVIL_KEYS, ROOT, Anvil, PgCluster
@@ -182,19 +182,6 @@ async def queue_rewards(
 
 
 # ---- the daemon -------------------------------------------------------------------------
-
-
-def start_daemon(cfg: Path, log: IO[str]) -> subprocess.Popen[bytes]:
-    """``indexer run`` at log level info (its batch events are counted afterwards)."""
-    cmd = [INDEXER_BIN, "--config", str(cfg), "--log-format", "json", "--log-level", "info"]
-    return subprocess.Popen(
-        [*cmd, "run", "--no-http"],
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-        env=_env(),
-        cwd=ROOT,
-        start_new_session=True,
-    )
 
 
 def stop_daemon(proc: subprocess.Popen[bytes]) -> tuple[int, float, float]:
@@ -409,7 +396,7 @@ async def measure(  # the run's knobs, each a README figure
                 meter = CpuMeter(pg, node)
                 started = dt.datetime.now(dt.UTC)
                 t_start = time.perf_counter()
-                proc = start_daemon(cfg, log)
+                proc = start_daemon(cfg, log, "info")  # its batch events are counted
                 samples: list[Sample] = []
                 try:
                     while True:

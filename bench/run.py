@@ -353,8 +353,9 @@ async def _rpc(session: aiohttp.ClientSession, url: str, method: str, params: li
     return answer["result"]
 
 
-def _start_daemon(cfg: Path, log: IO[str]) -> subprocess.Popen[bytes]:
-    cmd = [INDEXER_BIN, "--config", str(cfg), "--log-format", "json", "--log-level", "warning"]
+def start_daemon(cfg: Path, log: IO[str], level: str = "warning") -> subprocess.Popen[bytes]:
+    """``indexer run`` (no HTTP) in its own session, JSON logs at ``level`` into ``log``."""
+    cmd = [INDEXER_BIN, "--config", str(cfg), "--log-format", "json", "--log-level", level]
     return subprocess.Popen(
         [*cmd, "run", "--no-http"],
         stdout=subprocess.DEVNULL,
@@ -385,7 +386,7 @@ async def measure_follow(
 ) -> list[float]:
     """Latencies (s) from a block being mined to the NOTIFY of the commit that includes it."""
     log = (tmp / f"{cfg.stem}.log").open("w")
-    daemon = _start_daemon(cfg, log)
+    daemon = start_daemon(cfg, log)
     committed: asyncio.Queue[tuple[int, float]] = asyncio.Queue()
     con = await asyncpg.connect(dsn)
 

@@ -41,6 +41,7 @@ from bench.chain import (
     ChainInfo,
     _count_logs,
     _setup,
+    from_cache,
     push_calldata,
     record,
     send_tx,
@@ -151,13 +152,8 @@ def build(banks: int, wallets: int, path: Path, meta: Path) -> ChainInfo:
 
 def cached(banks: int, wallets: int) -> ChainInfo:
     stem = CACHE / f"scale-v{LAYOUT_VERSION}-{banks}b-{wallets}w"
-    path, meta = stem.with_suffix(".state.json"), stem.with_suffix(".meta.json")
-    if path.exists() and meta.exists():
-        return ChainInfo(**json.loads(meta.read_text()))
-    print(f"building the scale chain: {banks:,} banks, {wallets:,} wallets (once; in {CACHE})")
-    info = build(banks, wallets, path, meta)
-    print(f"  built in {info.build_s} s: {info.events:,} events over {info.blocks:,} blocks")
-    return info
+    what = f"the scale chain: {banks:,} banks, {wallets:,} wallets"
+    return from_cache(stem, what, lambda path, meta: build(banks, wallets, path, meta))
 
 
 REORG_WINDOW = 3

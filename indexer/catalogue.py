@@ -131,3 +131,5 @@ TABLES: Final[tuple[str, ...]] = tuple(dict.fromkeys(e.table for e in EVENTS))
 ALL_TABLES: Final[tuple[str, ...]] = (*sorted(TABLES), "other_events", "quarantine")
 # The tables whose events reward_balances folds.
 BALANCE_TABLES: Final[tuple[str, ...]] = tuple(e.table for e in EVENTS if e.balance)
+# Each of those tables' column of reward_balances ("added" or "claimed").
+BALANCE_COLUMN: Final[dict[str, str]] = {e.table: e.balance for e in EVENTS if e.balance}

@@ -36,9 +36,10 @@ run asks at most ``max_views`` views; the rest waits for the next run) plus the 
 ``reconcile_cursor``). Only the keys whose stored balance differs from the contract's get the
 full comparison with their events; the run that ends a cycle of the sample also compares each
 token's total pending with the sum of ``reward_balances``. A wrong balance row nobody touches
-is therefore seen within ``ceil(keys / (share × keys))`` runs, ``1 / share`` runs (20 at the
-default 5 %): ``indexer_reconcile_coverage_runs`` and ``indexer_reconcile_drift_window_seconds``
-(that many runs times ``reconcile_interval``) say it for the chain's current size.
+is therefore seen within ``ceil(keys / sample)`` runs, the sample being ``share × keys`` capped
+at half of ``max_views`` (20 runs at the default 5 % up to 500,000 keys, 40 at a million):
+``indexer_reconcile_coverage_runs`` and ``indexer_reconcile_drift_window_seconds`` (that many
+runs times ``reconcile_interval``) say it for the chain's current size.
 
 A discrepancy is one row per (chain, kind, subject); a later run updates it while it holds and
 closes it (``cleared``) once it no longer does. ``fix`` acts, then checks again at the same B:
@@ -82,9 +83,9 @@ LOCK_NAMESPACE: Final = 0x7263  # "rc": high bits of the per-chain reconciler lo
 # Views per Multicall3 ``aggregate3``, sized by gas and by bytes: an eth_call gets the node's
 # RPC gas cap (geth 50M, many providers 25M+) and a getPendingAmount costs under 10,000 gas
 # cold (two SLOADs and the call), so 1,000 views stay under 10M; each view adds ~256 bytes of
-# calldata, ~0.5 MB of JSON per call. Nodes cap a request's body (anvil refuses one over
-# 2 MiB with -32600 "Invalid request", geth's limit is 5 MB), so each aggregate3 goes in a
-# request of its own, MULTICALL_PARALLEL at a time.
+# calldata, ~0.5 MB of JSON per call. Nodes cap a request's body (anvil took a 1 MB batch and
+# refused a 3 MB one with -32600 "Invalid request"; geth's limit is 5 MB), so each aggregate3
+# goes in a request of its own, MULTICALL_PARALLEL at a time.
 MULTICALL_GAS: Final = 10_000_000
 VIEW_GAS: Final = 10_000
 MULTICALL_CHUNK: Final = MULTICALL_GAS // VIEW_GAS
@@ -115,13 +116,11 @@ class BalancePlan:
     ``keys``, and where the cursor goes once the run is recorded."""
 
     full: bool
-    keys: tuple[Key, ...] = ()
-    key_set: frozenset[Key] = frozenset()
+    keys: frozenset[Key] = frozenset()
     touched: int = 0
     since: int = -1  # reward events after this block and up to ``upto`` are looked at
     upto: int = -1
     cursor: tuple[str, str, str] = ("", "", "")  # (wallet, contract, token) to go on after
-    cycles: int = 0
     ends_cycle: bool = False  # the sample wrapped: compare the totals too
     coverage_runs: int = 1
 
@@ -134,7 +133,7 @@ class BalancePlan:
             return True
         kind, _, rest = subject.partition(":")
         if kind == "pending":
-            return tuple(rest.split(":")) in self.key_set
+            return tuple(rest.split(":")) in self.keys
         if kind == "total_pending":
             return self.ends_cycle
         return kind != "direct"
@@ -318,15 +317,13 @@ class Reconciler:
         keys = touched | {(r["contract"], r["token"], r["wallet"]) for r in sample}
         return BalancePlan(
             full=False,
-            keys=tuple(sorted(keys)),
-            key_set=frozenset(keys),
+            keys=frozenset(keys),
             touched=len(touched),
             since=since,
             upto=int(upto),
             cursor=("", "", "")
             if last is None
             else (last["wallet"], last["contract"], last["token"]),
-            cycles=(0 if cur is None else int(cur["cycles"])) + ends_cycle,
             ends_cycle=ends_cycle,
             coverage_runs=math.ceil(size / sample_n),
         )
@@ -339,9 +336,7 @@ class Reconciler:
         if plan.full:
             return
         async with self.pool.acquire() as con:
-            await con.execute(
-                Q["rc_cursor_save"], self.chain.chain_id, plan.upto, *plan.cursor, plan.cycles
-            )
+            await con.execute(Q["rc_cursor_save"], self.chain.chain_id, plan.upto, *plan.cursor)
 
     async def detect(
         self, header: BlockHeader, checked: dict[str, int], plan: BalancePlan | None = None
@@ -351,7 +346,7 @@ class Reconciler:
         b = header.number
         plan = plan or BalancePlan(full=True)
         cid = self.chain.chain_id
-        keys = [list(col) for col in zip(*plan.keys, strict=True)] or [[], [], []]
+        keys = [list(col) for col in zip(*sorted(plan.keys), strict=True)] or [[], [], []]
         async with self.pool.acquire() as con, con.transaction(isolation="repeatable_read"):
             cp = await con.fetchrow(Q["load_checkpoint"], self.chain.chain_id)
             assert cp is not None  # pick_block found it

@@ -391,7 +391,6 @@ CREATE TABLE IF NOT EXISTS reconcile_cursor (
     wallet        TEXT NOT NULL DEFAULT '',
     contract      TEXT NOT NULL DEFAULT '',
     token         TEXT NOT NULL DEFAULT '',
-    cycles        BIGINT NOT NULL DEFAULT 0,
     updated_at    TIMESTAMPTZ NOT NULL DEFAULT now()
 );
 

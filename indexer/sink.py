@@ -226,7 +226,7 @@ def rollback_balances_sql(table: str) -> str:
     """Delete ``table``'s (reward_added or reward_claimed) rows above $2 and take their sums
     off reward_balances, in one statement. The first row carries the count deleted (``n``);
     the others are the keys left with nothing added and nothing claimed (their rows go)."""
-    column = {"reward_added": "added", "reward_claimed": "claimed"}[table]
+    column = catalogue.BALANCE_COLUMN[table]
     return f"""
 WITH gone AS (
     DELETE FROM {quote_ident(table)} WHERE chain_id = $1 AND block_number > $2

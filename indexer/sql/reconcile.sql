@@ -229,15 +229,14 @@ SELECT count(*) AS n FROM (
 SELECT GREATEST(reltuples, 0)::bigint AS n FROM pg_class WHERE oid = 'reward_balances'::regclass;
 
 -- name: rc_cursor_load
-SELECT touched_block, wallet, contract, token, cycles FROM reconcile_cursor WHERE chain_id = $1;
+SELECT touched_block, wallet, contract, token FROM reconcile_cursor WHERE chain_id = $1;
 
 -- name: rc_cursor_save
-INSERT INTO reconcile_cursor (chain_id, touched_block, wallet, contract, token, cycles)
-VALUES ($1, $2, $3, $4, $5, $6)
+INSERT INTO reconcile_cursor (chain_id, touched_block, wallet, contract, token)
+VALUES ($1, $2, $3, $4, $5)
 ON CONFLICT (chain_id) DO UPDATE
 SET touched_block = EXCLUDED.touched_block, wallet = EXCLUDED.wallet,
-    contract = EXCLUDED.contract, token = EXCLUDED.token, cycles = EXCLUDED.cycles,
-    updated_at = now();
+    contract = EXCLUDED.contract, token = EXCLUDED.token, updated_at = now();
 
 -- name: rc_touched_upto
 -- The block up to which the reward events after $2 and at or below $3 number at most $4 rows

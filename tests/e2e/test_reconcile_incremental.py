@@ -142,9 +142,9 @@ def test_thousands_of_balances_go_through_multicall_in_requests_a_node_accepts(
     anvil: Anvil, deployment: deploy.Deployment, make_config: Callable[..., Path], db_dsn: str
 ) -> None:
     """4,500 balances compared through Multicall3: five aggregate3 calls of at most 1,000
-    views, each in a request of its own (a node caps a request's body: anvil refuses one over
-    2 MiB, which calls of 2,000 views in one batch exceeded: "Invalid request"). Every balance
-    agrees, and a tampered one among them is found."""
+    views, each in a request of its own (a node caps a request's body: anvil refused a 3 MB
+    batch with "Invalid request"; the old batching sent calls of 2,000 views in one 2.3 MB
+    batch and this test fails on it). Every balance agrees, and a tampered one is found."""
     d = deployment
     admin = deploy.address_of(deploy.ADMIN_KEY)
     mtpp = d.multi_token_push_pull
