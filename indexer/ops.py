@@ -23,7 +23,7 @@ from indexer import db, runtime
 from indexer.checkpoint import CheckpointStore
 from indexer.config import ChainSettings, Settings
 from indexer.driver import run_follower
-from indexer.errors import IndexerError, SignerNotAuthorized, UsageError
+from indexer.errors import IndexerError, LaggingNode, SignerNotAuthorized, UsageError
 from indexer.rpc import RpcClient
 from indexer.sink import PostgresSink
 from indexer.types import Step
@@ -34,6 +34,11 @@ if TYPE_CHECKING:
     from indexer.reconcile import Report
 
 log = structlog.get_logger()
+
+# verify is read-only, so a header the node has not got (a lagging backend behind a load
+# balancer; anvil once answered null for a block far below its head) is asked again.
+VERIFY_ATTEMPTS = 3
+VERIFY_RETRY_S = 1.0
 
 
 @contextlib.asynccontextmanager
@@ -221,10 +226,18 @@ async def verify(
     settings: Settings, chain: ChainSettings, first: int, last: int, *, repair: bool = False
 ) -> Diff:
     """Differences between the database and the node over ``[first, last]``; with ``repair``
-    they are also fixed (see ``indexer.verify.repair_range``)."""
+    they are also fixed (see ``indexer.verify.repair_range``). A plain verify is asked again
+    (``VERIFY_ATTEMPTS``) when the node lacks a header it should have (LaggingNode)."""
     async with _pool(settings) as pool, runtime.open_chain(chain, pool) as rt:
         if not repair:
-            return await _verify(pool, rt, first, last)
+            for attempt in range(1, VERIFY_ATTEMPTS + 1):
+                try:
+                    return await _verify(pool, rt, first, last)
+                except LaggingNode as exc:
+                    if attempt == VERIFY_ATTEMPTS:
+                        raise
+                    log.warning("verify_retry", chain=chain.name, attempt=attempt, error=str(exc))
+                    await asyncio.sleep(VERIFY_RETRY_S * attempt)
         await rt.watch.ensure_loaded()
         diff = await repair_range(
             pool=pool,
