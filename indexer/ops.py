@@ -35,8 +35,8 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger()
 
-# verify is read-only, so a header the node has not got (a lagging backend behind a load
-# balancer; anvil once answered null for a block far below its head) is asked again.
+# verify is read-only, so a header the node has not got yet (a lagging backend behind a
+# load balancer answered) is asked again before verify gives up.
 VERIFY_ATTEMPTS = 3
 VERIFY_RETRY_S = 1.0
 

@@ -381,7 +381,7 @@ async def _traffic(demo: Demo, pool: asyncpg.Pool, quit_: asyncio.Event) -> None
         if head >= next_reorg:
             await _indexed(head)  # so that the reorg replaces indexed blocks: a rollback
             depth = rng.randint(*REORG_DEPTH)
-            await asyncio.to_thread(demo.anvil.rpc, "anvil_reorg", [depth, []])
+            await asyncio.to_thread(demo.anvil.reorg, depth)  # safe beside the pusher's sends
             demo.stats.reorgs_made += 1
             model = DemoTraffic(demo.deployment, rng)
             next_reorg = head + rng.randint(*REORG_EVERY)

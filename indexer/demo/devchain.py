@@ -20,7 +20,7 @@ import subprocess
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -220,6 +220,7 @@ class Anvil:
     port: int
     proc: subprocess.Popen[bytes]
     args: list[str] = field(default_factory=list)
+    home: Path | None = None
 
     @property
     def url(self) -> str:
@@ -247,10 +248,18 @@ class Anvil:
         if block_time is not None:
             args += ["--block-time", str(block_time)]
         args += list(extra)
+        # anvil spills old block states to $HOME/.foundry/anvil/tmp and removes them only on a
+        # clean exit; after a SIGKILL they stay (77 GB of them once filled this machine's
+        # disk). A home of its own goes away with the node.
+        home = Path(tempfile.mkdtemp(prefix="rewardsync-anvil-"))
         proc = subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+            args,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            env={**os.environ, "HOME": str(home)},
         )
-        node = cls(port=port, proc=proc, args=args)
+        node = cls(port=port, proc=proc, args=args, home=home)
         try:
             node._wait_ready()
         except BaseException:
@@ -289,11 +298,39 @@ class Anvil:
     def block_number(self) -> int:
         return int(self.rpc("eth_blockNumber"), 16)
 
+    def reorg(self, depth: int, txs: Sequence[Any] = ()) -> None:
+        """``anvil_reorg`` of ``depth`` blocks (``txs``: its [transaction, block offset]
+        pairs), with no mining running beside it.
+
+        anvil 1.7.1 races a reorg against the mining of a transaction sent just before or
+        during it (automine mines after ``eth_sendRawTransaction`` has answered): numbers of
+        the new branch are then left with no block (``eth_getBlockByNumber`` answers null
+        below the head for good). So automine goes off, the mining of a block already under
+        way is waited out (the head stays still), the reorg runs with nothing mining, and
+        automine comes back (what was sent meanwhile is mined then). No block is added, so
+        ``depth`` counts from the head the caller saw."""
+        self.rpc("evm_setAutomine", [False])
+        try:
+            head = self.block_number()
+            while True:
+                time.sleep(0.03)
+                now = self.block_number()
+                if now == head:
+                    break
+                head = now
+            self.rpc("anvil_reorg", [depth, list(txs)])
+        finally:
+            self.rpc("evm_setAutomine", [True])
+            if int(self.rpc("txpool_status")["pending"], 16):
+                self.rpc("evm_mine")
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=10)
+        if self.home is not None:
+            shutil.rmtree(self.home, ignore_errors=True)
 
 
 @contextlib.contextmanager

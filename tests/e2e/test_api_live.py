@@ -175,7 +175,7 @@ async def test_api_of_a_running_daemon(
         await asyncio.to_thread(anvil.mine, 3)
         await asyncio.to_thread(wait_synced, db_dsn, anvil)
         head = anvil.block_number()
-        await asyncio.to_thread(anvil.rpc, "anvil_reorg", [2, [[chama_tx(d, "api-fork"), 0]]])
+        await asyncio.to_thread(anvil.reorg, 2, [[chama_tx(d, "api-fork"), 0]])
         reorg = await next_of(stream, "reorg")
         assert reorg.data == {"chain_id": 31337, "common_ancestor": head - 2}
         last = await next_of(stream, "overview")

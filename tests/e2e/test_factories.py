@@ -154,7 +154,7 @@ def test_two_factories_of_different_kinds_survive_a_restart_and_a_reorg(
     mint(d, 2, other)
     assert indexer(cfg, *RUN).code == 0
     assert len(token_rows(db_dsn, other)) == 2
-    anvil.rpc("anvil_reorg", [anvil.block_number() - spawned_at + 1, []])
+    anvil.reorg(anvil.block_number() - spawned_at + 1)
     mint(d, 1, other)  # on the new branch: `other` was never made by the Spawner here
     mint(d, 1)
     out = indexer(cfg, *RUN)

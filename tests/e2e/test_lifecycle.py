@@ -119,7 +119,7 @@ def test_notify_after_commit_and_rollback(
                 break
             await asyncio.sleep(0.05)
         await asyncio.to_thread(wait_synced, db_dsn, anvil)
-        anvil.rpc("anvil_reorg", [1, []])
+        anvil.reorg(1)
         for _ in range(200):
             if any(g["kind"] == "rollback" for g in got):
                 break
@@ -166,7 +166,7 @@ def test_metrics_health_and_halt_state_over_http(
     metrics = _get(base + "/metrics")[1]
     assert f'indexer_checkpoint_block{{chain="local"}} {float(tip)}' in metrics
     assert 'indexer_healthy{chain="local"} 1.0' in metrics
-    anvil.rpc("anvil_reorg", [5, []])
+    anvil.reorg(5)
     daemon.wait_for(lambda e: e.get("event") == "chain_halted")
     deadline = time.monotonic() + 10
     while 'indexer_healthy{chain="local"} 0.0' not in _get(base + "/metrics")[1]:

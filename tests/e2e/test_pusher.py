@@ -174,7 +174,7 @@ def test_lifecycle_reorg_unconfirms_then_batch_lands_again_once(
     wait_rewards(db_dsn, "confirmed", 5)
     [batch] = checks.db_fetch(db_dsn, "SELECT block_number, tx_hash FROM reward_batches")
     depth = anvil.block_number() - batch["block_number"] + 1
-    anvil.rpc("anvil_reorg", [depth, []])
+    anvil.reorg(depth)
     daemon.wait_for(lambda e: e.get("event") == "batches_unconfirmed")
     wait_rewards(db_dsn, "confirmed", 5, timeout=60)
     wait_synced(db_dsn, anvil)

@@ -320,7 +320,7 @@ def test_reconcile_missing_on_chain_after_a_reorg_removed_a_confirmed_batch(
         db_dsn, d, bank, 1001, [5, 7], status="confirmed", reward_status="confirmed", block=block
     )
     depth = anvil.block_number() - block + 1
-    anvil.rpc("anvil_reorg", [depth, [[chama_tx(d, "fork"), 0]]])
+    anvil.reorg(depth, [[chama_tx(d, "fork"), 0]])
     settle(anvil, cfg)
     assert db_fetch(db_dsn, "SELECT 1 FROM rewards_pushed") == []
     # The lifecycle may already have moved the batch back; the scenario is bookkeeping that
@@ -388,7 +388,7 @@ def test_reconcile_during_reorgs_never_raises_a_false_alarm(
             deploy.claim(d, USERS[i])
         else:
             deploy.create_chama(d, d.admin_key, f"c{i}", 10, 2)
-        anvil.rpc("anvil_reorg", [rng.randint(1, DEPTH), [[chama_tx(d, f"fork-{i}"), 0]]])
+        anvil.reorg(rng.randint(1, DEPTH), [[chama_tx(d, f"fork-{i}"), 0]])
         code, report = reconcile_here(cfg)
         assert (code, report["found"]) == (0, []), report
         time.sleep(0.3)

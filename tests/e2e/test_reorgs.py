@@ -45,9 +45,7 @@ def test_reorg_live_at_depth(
     daemon = Daemon(cfg, "--no-http")
     daemons.append(daemon)
     tip = wait_synced(db_dsn, anvil)
-    anvil.rpc(
-        "anvil_reorg", [depth, [[chama_tx(d, "fork-a"), 0], [chama_tx(d, "fork-b"), depth - 1]]]
-    )
+    anvil.reorg(depth, [[chama_tx(d, "fork-a"), 0], [chama_tx(d, "fork-b"), depth - 1]])
     assert anvil.block_number() == tip  # same height: only the hash check can see it
     event = daemon.wait_for(lambda e: e.get("event") == "reorg_detected")
     assert event["depth"] == depth
@@ -74,7 +72,7 @@ def test_reorg_then_chain_grows(
     daemon = Daemon(make_config(), "--no-http")
     daemons.append(daemon)
     tip = wait_synced(db_dsn, anvil)
-    anvil.rpc("anvil_reorg", [3, [[chama_tx(d, "grown"), 1]]])
+    anvil.reorg(3, [[chama_tx(d, "grown"), 1]])
     anvil.mine(5)
     wait_synced(db_dsn, anvil)
     assert daemon.stop() == 0
@@ -123,8 +121,8 @@ def test_reorg_twice_within_one_poll(
     daemon = Daemon(make_config(poll_interval=2.0), "--no-http")
     daemons.append(daemon)
     wait_synced(db_dsn, anvil, timeout=60)
-    anvil.rpc("anvil_reorg", [2, [[chama_tx(d, "first-fork"), 0]]])
-    anvil.rpc("anvil_reorg", [3, [[chama_tx(d, "second-fork"), 1]]])
+    anvil.reorg(2, [[chama_tx(d, "first-fork"), 0]])
+    anvil.reorg(3, [[chama_tx(d, "second-fork"), 1]])
     daemon.wait_for(lambda e: e.get("event") == "reorg_detected")
     wait_synced(db_dsn, anvil)
     assert daemon.stop() == 0
@@ -143,7 +141,7 @@ def test_reorg_offline_is_repaired_at_start(
     cfg = make_config()
     assert indexer(cfg, "run", "--exit-when-caught-up", "--no-http").code == 0
     tip = checks.checkpoint(db_dsn)[0]
-    anvil.rpc("anvil_reorg", [4, [[chama_tx(d, "offline"), 2]]])
+    anvil.reorg(4, [[chama_tx(d, "offline"), 2]])
     out = indexer(cfg, "run", "--exit-when-caught-up", "--no-http")
     assert out.code == 0, out.stderr[-2000:]
     [event] = out.named("reorg_detected")
@@ -162,7 +160,7 @@ def test_reorg_too_deep_halts_then_rewind_recovers(
     assert indexer(cfg, "run", "--exit-when-caught-up", "--no-http").code == 0
     before = sorted(checks.stored_keys(db_dsn))
     ckpt = checks.checkpoint(db_dsn)
-    anvil.rpc("anvil_reorg", [6, [[chama_tx(d, "deep"), 0]]])
+    anvil.reorg(6, [[chama_tx(d, "deep"), 0]])
     out = indexer(cfg, "run", "--exit-when-caught-up", "--no-http")
     assert out.code == 1
     assert out.named("chain_halted")

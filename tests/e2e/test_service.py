@@ -135,7 +135,7 @@ def test_service_metrics_move_with_blocks_and_reorgs(
     assert second.total("indexer_events_written_total") > events_before
     assert second.value("indexer_reorgs_total", chain="local") == 0
 
-    anvil.rpc("anvil_reorg", [2, [[chama_tx(d, "metrics-reorg"), 0]]])
+    anvil.reorg(2, [[chama_tx(d, "metrics-reorg"), 0]])
     daemon.wait_for(lambda e: e.get("event") == "reorg_detected")
     wait_until(lambda: scrape(base).value("indexer_reorgs_total", chain="local") >= 1, what="reorg")
     after = scrape(base)

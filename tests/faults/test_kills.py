@@ -79,7 +79,7 @@ def test_kill_in_the_middle_of_a_rollback(
     daemon = Daemon(cfg, "--no-http", env={"INDEXER_FAILPOINTS": "sink.rewind_after_delete=kill"})
     daemons.append(daemon)
     tip = wait_synced(db_dsn, anvil)
-    anvil.rpc("anvil_reorg", [3, [[chama_tx(d, "after-kill"), 0], [chama_tx(d, "x"), 2]]])
+    anvil.reorg(3, [[chama_tx(d, "after-kill"), 0], [chama_tx(d, "x"), 2]])
     assert daemon.proc.wait(timeout=30) == -9
     assert checks.checkpoint(db_dsn)[0] == tip  # the rollback did not commit
     out = indexer(cfg, *RUN)

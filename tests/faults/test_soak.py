@@ -28,7 +28,7 @@ def _chaos(anvil: Anvil, d: deploy.Deployment, rng: random.Random, stop: threadi
         head = anvil.block_number()
         if head > seen and rng.random() < 0.1:
             depth = rng.randint(1, 3)
-            anvil.rpc("anvil_reorg", [depth, [[chama_tx(d, f"soak-{head}"), 0]]])
+            anvil.reorg(depth, [[chama_tx(d, f"soak-{head}"), 0]])
         seen = head
         time.sleep(0.2)
 
