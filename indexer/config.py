@@ -58,6 +58,11 @@ for secrets; an unset variable is a problem)::
     address_chunk         500       most addresses in one eth_getLogs filter (≥ 1): more
                                     watched contracts (factory-made banks) are asked for
                                     in several filters of the same batch
+    topics_above          500       more watched contracts than this: eth_getLogs by the
+                                    watched events' topic0, no address filter, and the
+                                    logs kept by address here (the node scans each range
+                                    once); false = always by address. Logs of watched
+                                    contracts with a topic0 of no ABI are then not seen
     "table" = chain_defaults(chain_id) below.
 
       [[chains.contracts]]          zero or more per chain
@@ -154,6 +159,7 @@ DEFAULT_API_LISTEN = ("127.0.0.1", 9109)
 MIN_API_TOKEN_CHARS = 16
 RECONCILE_INTERVAL_S = 600.0
 ADDRESS_CHUNK = 500  # addresses per eth_getLogs filter (providers refuse thousands)
+TOPICS_ABOVE = ADDRESS_CHUNK  # more watched contracts than this: logs fetched by topic0
 RECONCILE_MAX_VIEWS = 50_000
 RECONCILE_SHARE = 0.05
 READY_MAX_LAG_BLOCKS = 100
@@ -280,6 +286,7 @@ class ChainSettings:
     max_response_bytes: int = 64 * MIB
     ws_url: str | None = None
     address_chunk: int = ADDRESS_CHUNK
+    topics_above: int | None = TOPICS_ABOVE
 
 
 @dataclass(frozen=True, slots=True)
@@ -412,6 +419,7 @@ _CHAIN_KEYS = (
     "multicall3",
     "max_response_mb",
     "address_chunk",
+    "topics_above",
     "ws_url",
     "contracts",
 )
@@ -441,6 +449,13 @@ def _ws_url(sec: Section) -> str | None:
     if url is not None:
         check_url(url, sec.key("ws_url"), sec.problems, schemes=("ws", "wss"))
     return url
+
+
+def _topics_above(sec: Section) -> int | None:
+    if sec.data.get("topics_above") is False:
+        return None
+    value = sec.get_int("topics_above")
+    return TOPICS_ABOVE if value is None else value
 
 
 def _multicall3(sec: Section, default: str | None) -> str | None:
@@ -491,6 +506,7 @@ def _chain(sec: Section, ctx: _Context) -> ChainSettings:
         max_response_bytes=(sec.get_int("max_response_mb", minimum=1) or 64) * MIB,
         ws_url=_ws_url(sec),
         address_chunk=sec.get_int("address_chunk", minimum=1) or ADDRESS_CHUNK,
+        topics_above=_topics_above(sec),
     )
 
 

@@ -52,6 +52,7 @@ def _render_chain(chain: ChainSettings) -> list[str]:
             "multicall3": chain.multicall3 or False,
             "max_response_mb": chain.max_response_bytes // (1024 * 1024),
             "address_chunk": chain.address_chunk,
+            "topics_above": chain.topics_above,
             "ws_url": None if chain.ws_url is None else _mask_rpc(chain.ws_url),
         }
     )

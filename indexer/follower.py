@@ -60,7 +60,9 @@ class ChainFollower:
         self._tip_verified = False
         self.behind = NodeBehind(spec.name, rpc)
         self.watch = Watchlist(spec.addresses, spec.factories, registry, store)
-        self.loader = RangeLoader(spec.name, rpc, self.watch, registry, spec.batch_blocks)
+        self.loader = RangeLoader(
+            spec.name, rpc, self.watch, registry, spec.batch_blocks, topics_above=spec.topics_above
+        )
         self.head = -1
         self.finalized = -1
         self.checkpoint = -1

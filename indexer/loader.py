@@ -1,12 +1,15 @@
 """The range loader: one range of blocks fetched, verified and decoded, ready to commit (no
 database access).
 
-A range's logs and headers come in one batch to one endpoint (``RpcClient.get_range``); the
-loader checks that every log comes from a watched address in chain order, decodes each through
-the registry (discovering factory children, whose logs from creation on join the range),
-fetches the headers of blocks that carry logs, and, above the finalized block, asks again for
-blocks whose bloom admits a watched contract the node returned no log of (a lagging backend's
-empty answer).
+A range's logs and headers come in one batch to one endpoint (``RpcClient.get_range``),
+asked for by address, or, above ``topics_above`` watched contracts, by the watched events'
+topic0 with no address (the node scans the range once, not once per address chunk; the logs
+of contracts not watched are set aside, and a child discovered in the range takes its own
+from them, with no request). The loader checks that every log comes from a watched address
+in chain order, decodes each through the registry (discovering factory children, whose logs
+from creation on join the range), fetches the headers of blocks that carry logs, and, above
+the finalized block, asks again for blocks whose bloom admits a watched contract the node
+returned no log of (a lagging backend's empty answer).
 
 Pipelining: while range k commits, range k+1 is fetched and decoded and, at or below the
 finalized block, range k+2 is already asked for (``PREFETCH_DEPTH``), so that the node works
@@ -61,6 +64,10 @@ class Fetched:
     events: list[Event] = field(default_factory=list)
     quarantined: list[Undecodable] = field(default_factory=list)
     watched: frozenset[str] = frozenset()  # the addresses the range was asked for
+    # Fetched by topic0 (no address filter): the logs of contracts not watched when it was
+    # asked for, kept in chain order, where children found later take theirs from.
+    by_topics: bool = False
+    foreign: list[RawLog] = field(default_factory=list)
 
     def batch(self, chain_id: int, parent: tuple[int, str | None], finalized: int) -> Batch:
         """What the sink commits: every header of a full range, those carrying logs (and the
@@ -83,19 +90,23 @@ class Fetched:
 class RangeLoader:
     """Loads ranges of one chain (see the module docstring); ``nrpc`` counts its requests."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 (the chain's parts; the knob keyword-only)
         self,
         chain: str,
         rpc: RpcClient,
         watch: Watchlist,
         registry: AbiRegistry,
         batch_blocks: int,
+        *,
+        topics_above: int | None = None,
     ) -> None:
         self.chain = chain
         self.rpc = rpc
         self.watch = watch
         self.registry = registry
         self.batch_blocks = batch_blocks
+        self.topics_above = topics_above
+        self._by_topics = False  # the filter of the last range (a change is logged)
         self.span = min(batch_blocks, INITIAL_SPAN_BLOCKS)
         self.nrpc = 0
         # (first, planned last, full, task) of each range loading ahead, in chain order
@@ -106,21 +117,45 @@ class RangeLoader:
         verified and decoded; ``full`` asks for every header (above the finalized block)."""
         self.nrpc += 1
         watched = self.watch.addresses()
-        rng = await self.rpc.get_range(first, last, watched, full_headers=full)
+        topics = self._topics(watched)
+        rng = await self.rpc.get_range(first, last, watched, full_headers=full, topics=topics)
         fetched = Fetched(
-            logs=list(rng.logs),
             headers=dict(rng.headers),
             first=first,
             last=rng.to_block,
             full=full,
             watched=frozenset(watched),
+            by_topics=topics is not None,
         )
-        _check_addresses(fetched.logs, watched)
+        if topics is None:
+            fetched.logs = list(rng.logs)
+            _check_addresses(fetched.logs, watched)
+        else:  # the client-side filter: one set lookup per log
+            for lg in rng.logs:
+                (fetched.logs if lg.address in fetched.watched else fetched.foreign).append(lg)
         _check_order(fetched.logs)
         await self._decode_all(fetched, fetched.last)
         await self._fill_headers(fetched)
         await self._check_blooms(fetched)
         return fetched
+
+    def _topics(self, watched: Sequence[str]) -> list[str] | None:
+        """The watched events' topic0 values when more than ``topics_above`` contracts are
+        watched (the filter is then by topic, not by address), else None. Every event of
+        every ABI counts, the factory children's too, so a child found in a range has its
+        logs in that range's answer already."""
+        by_topics = self.topics_above is not None and len(watched) > self.topics_above
+        if by_topics != self._by_topics:
+            self._by_topics = by_topics
+            log.info(
+                "log_filter",
+                chain=self.chain,
+                by="topic0" if by_topics else "address",
+                watched=len(watched),
+            )
+        if not by_topics:
+            return None
+        return sorted({spec.topic0 for spec in self.registry.specs()})
 
     # ---- pipelining ---------------------------------------------------------------------
 
@@ -243,7 +278,13 @@ class RangeLoader:
         self, addresses: list[str], first: int, last: int, fetched: Fetched
     ) -> list[RawLog]:
         """Logs of new children over [first, last], each sub-range checked against our headers
-        (its last header must equal the one already fetched, so one chain answered both)."""
+        (its last header must equal the one already fetched, so one chain answered both).
+        A range fetched by topics has them already, among its foreign logs: no request."""
+        if fetched.by_topics:
+            wanted = set(addresses)
+            mine = [lg for lg in fetched.foreign if lg.address in wanted]
+            fetched.foreign = [lg for lg in fetched.foreign if lg.address not in wanted]
+            return [lg for lg in mine if first <= lg.block_number <= last]
         out: list[RawLog] = []
         start = first
         while start <= last:

@@ -139,9 +139,20 @@ class RpcClient(Transport):
     # -- logs ----------------------------------------------------------------------------------
 
     async def get_range(
-        self, from_block: int, to_block: int, addresses: Sequence[str], *, full_headers: bool
+        self,
+        from_block: int,
+        to_block: int,
+        addresses: Sequence[str],
+        *,
+        full_headers: bool,
+        topics: Sequence[str] | None = None,
     ) -> RangeResult:
         """Logs of ``addresses`` in ``[from_block, to]`` and headers, in ONE batch, validated.
+
+        With ``topics`` (topic0 values) the filter is those topics and no address: the logs
+        of every contract that emitted one come back (the caller keeps its own); with
+        thousands of watched contracts the node scans the range once instead of once per
+        ``address_chunk`` addresses.
 
         ``to`` is ``to_block`` capped by the adaptive log range (and, with ``full_headers``,
         by the batch size); the result says which. The header of ``to`` is always fetched,
@@ -160,16 +171,18 @@ class RpcClient(Transport):
             to = from_block + span - 1
             numbers = list(range(from_block, to + 1)) if full_headers else [to]
             # Many contracts (thousands of factory-made banks): one eth_getLogs per chunk of
-            # addresses, all in the same batch to the same endpoint as the headers; an empty
-            # address list would mean "every contract" to the node, so none is sent then.
-            chunks = [
-                addrs[i : i + self._address_chunk]
-                for i in range(0, len(addrs), self._address_chunk)
-            ]
-            calls: list[tuple[str, list[Any]]] = [
-                ("eth_getLogs", [{"fromBlock": hex(from_block), "toBlock": hex(to), "address": c}])
-                for c in chunks
-            ]
+            # addresses (or one by topics), in the same batch to the same endpoint as the
+            # headers; an empty address list would mean "every contract" to the node, so no
+            # address filter is sent then.
+            span_filter = {"fromBlock": hex(from_block), "toBlock": hex(to)}
+            if topics is not None:
+                filters = [{**span_filter, "topics": [sorted(set(topics))]}]
+            else:
+                filters = [
+                    {**span_filter, "address": addrs[i : i + self._address_chunk]}
+                    for i in range(0, len(addrs), self._address_chunk)
+                ]
+            calls: list[tuple[str, list[Any]]] = [("eth_getLogs", [f]) for f in filters]
             calls.extend(("eth_getBlockByNumber", [hex(n), False]) for n in numbers)
             try:
                 results = await self._run(calls, single=False)
@@ -178,11 +191,11 @@ class RpcClient(Transport):
                 continue
             if span >= limit:
                 self._note_success()
-            answers = results[: len(chunks)]
+            answers = results[: len(filters)]
             if not all(isinstance(a, list) for a in answers):
                 self._counted_error("eth_getLogs result is not a list")
             logs_raw = [lg for a in answers for lg in a]  # validate_range orders and dedups
-            headers_raw = dict(zip(numbers, results[len(chunks) :], strict=True))
+            headers_raw = dict(zip(numbers, results[len(filters) :], strict=True))
             try:
                 return validate_range(
                     from_block,
@@ -190,7 +203,8 @@ class RpcClient(Transport):
                     logs_raw,
                     headers_raw,
                     full_headers=full_headers,
-                    addresses=addrs,
+                    addresses=addrs if topics is None else None,
+                    topics=topics,
                 )
             except InvalidRpcData:
                 INVALID_RPC_DATA.labels(self._chain).inc()

@@ -238,18 +238,21 @@ def validate_range(  # noqa: PLR0913 (the answer of one batch; the checks keywor
     *,
     full_headers: bool,
     addresses: Collection[str] | None = None,
+    topics: Collection[str] | None = None,
 ) -> RangeResult:
     """Check a fetched range like Shovel's ``validate()`` and turn it into a RangeResult.
 
     Raises LaggingNode when the header of ``to_block`` is missing (the node is behind; retry
     later) and InvalidRpcData for anything that does not verify: malformed fields, a header
-    gap or broken parent link (``full_headers``), a log outside the range, from an address not
-    asked for, with a block hash other than its fetched header's, duplicated, or ``removed``.
+    gap or broken parent link (``full_headers``), a log outside the range, from an address or
+    with a topic0 not asked for, with a block hash other than its fetched header's,
+    duplicated, or ``removed``.
     """
     headers = _check_headers(from_block, to_block, headers_raw, full_headers)
     if not isinstance(logs_raw, list):
         raise InvalidRpcData("eth_getLogs result is not a list")
     wanted = {a.lower() for a in addresses} if addresses is not None else None
+    wanted_topics = {t.lower() for t in topics} if topics is not None else None
     logs = parse_logs(logs_raw)
     last_block = last_index = -1
     in_order = True
@@ -259,6 +262,8 @@ def validate_range(  # noqa: PLR0913 (the answer of one batch; the checks keywor
             raise InvalidRpcData(f"log at block {number} outside the range")
         if wanted is not None and entry.address not in wanted:
             raise InvalidRpcData(f"log from an address not asked for at {number}")
+        if wanted_topics is not None and (not entry.topics or entry.topics[0] not in wanted_topics):
+            raise InvalidRpcData(f"log with a topic0 not asked for at {number}")
         header = headers.get(number)
         if header is not None and header.hash != entry.block_hash:
             raise InvalidRpcData(f"log block hash differs from header {number}")

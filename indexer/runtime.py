@@ -70,6 +70,7 @@ def follower_spec(
         start_block=start,
         max_reorg_depth=chain.max_reorg_depth,
         batch_blocks=chain.batch_blocks,
+        topics_above=chain.topics_above,
         finality=chain.finality,
         addresses=addresses,
         factories=tuple(factories),

@@ -135,3 +135,4 @@ class FollowerSpec:
     addresses: dict[str, str]  # static address -> ABI name
     factories: tuple[FactoryWatch, ...] = ()
     until_block: int | None = None
+    topics_above: int | None = None  # more watched contracts: logs fetched by topic0

@@ -7,6 +7,7 @@ joined before the range commits."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -40,10 +41,25 @@ def _signed(d: deploy.Deployment, call: Any, nonce: int) -> bytes:
     return raw
 
 
+@pytest.mark.parametrize(
+    "knob",
+    ["address_chunk = 1", "topics_above = 0"],
+    ids=["address-chunks-of-one", "by-topic0"],
+)
 def test_bank_created_and_used_in_one_block_with_addresses_in_chunks(
-    anvil: Anvil, deployment: deploy.Deployment, make_config: Callable[..., Path], db_dsn: str
+    anvil: Anvil,
+    deployment: deploy.Deployment,
+    make_config: Callable[..., Path],
+    db_dsn: str,
+    knob: str,
 ) -> None:
+    """Both fetch paths for many contracts, beside a second deployment of the same contracts
+    that nobody watches (the same events, so a filter by topic0 brings its logs too): every
+    log of every watched contract is indexed, the same-block bank's deposit included, and
+    not one of the other deployment's."""
     d = deployment
+    other = deploy.deploy_all(d.w3)  # same ABIs, same topics, not watched
+    deploy.generate_traffic(d.w3, other, random.Random(4), 30)
     banks = [deploy.create_bank(d, deploy.product_id(f"many-{i}")) for i in range(12)]
     for i, bank in enumerate(banks[::3]):
         deploy.fund_bank(d, bank, 10 + i)
@@ -77,7 +93,7 @@ def test_bank_created_and_used_in_one_block_with_addresses_in_chunks(
     anvil.mine(3)
 
     cfg = make_config()
-    cfg.write_text(cfg.read_text().replace('finality = "', 'address_chunk = 1\nfinality = "'))
+    cfg.write_text(cfg.read_text().replace('finality = "', f'{knob}\nfinality = "'))
     out = indexer(cfg, *RUN)
     assert out.code == 0, out.stderr[-2000:]
     deposits = checks.db_fetch(
@@ -87,3 +103,10 @@ def test_bank_created_and_used_in_one_block_with_addresses_in_chunks(
     )
     assert [(r["block_number"], int(r["amount"])) for r in deposits] == [(block, 777)]
     assert assert_all(db_dsn, anvil, d) > 0  # every bank's every log, nothing else
+    foreign = [a.lower() for a in other.addresses.values()]
+    for table in checks.EVENT_TABLES:
+        assert not checks.db_fetch(
+            db_dsn, f"SELECT 1 FROM {table} WHERE contract = ANY($1::text[])", foreign
+        ), table
+    modes = [e["by"] for e in out.named("log_filter")]
+    assert modes == (["topic0"] if knob.startswith("topics") else [])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import threading
 
@@ -43,7 +44,7 @@ def test_a_reorg_beside_concurrent_sends_leaves_every_block_in_place() -> None:
         assert head > 20
         blocks = [node.rpc("eth_getBlockByNumber", [hex(n), False]) for n in range(head + 1)]
         assert [n for n, b in enumerate(blocks) if b is None] == []
-        for parent, child in zip(blocks, blocks[1:], strict=False):
+        for parent, child in itertools.pairwise(blocks):
             assert child["parentHash"] == parent["hash"]
     finally:
         stop.set()
