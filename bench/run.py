@@ -292,9 +292,12 @@ async def measure_backfill(
     *,
     profile: Path | None = None,
     fresh: bool = True,
+    chain_knob: str | None = None,
 ) -> tuple[Measured, Path]:
     dsn = await _create_db(pg, name) if fresh else pg.dsn(name)
     cfg = _config(tmp, name, dsn, node, info, 0.5)
+    if chain_knob is not None:  # one more line in the chain's table (e.g. topics_above)
+        cfg.write_text(cfg.read_text().replace('finality = "', f'{chain_knob}\nfinality = "', 1))
     cmd = [
         INDEXER_BIN,
         "--config",

@@ -88,6 +88,7 @@ def test_config_valid_file_loads_with_defaults(tmp_path: Path, abi_dir: Path) ->
     (chain,) = settings.chains
     assert (chain.confirmations, chain.max_reorg_depth, chain.finality) == (0, 64, "depth")
     assert (chain.batch_blocks, chain.poll_interval_s, chain.multicall3) == (2000, 0.5, None)
+    assert (chain.address_chunk, chain.topics_above) == (500, 500)
     mtpp, factory, bank = chain.contracts
     assert mtpp.address == "0x5fbdb2315678afecb367f032d93f642f64180aa3"
     assert mtpp.abi_path == abi_dir / "MultiTokenPushPull.json"
@@ -118,7 +119,7 @@ def test_config_explicit_values_beat_defaults(tmp_path: Path, abi_dir: Path) -> 
         'rpc_urls = ["http://127.0.0.1:8545"]',
         'rpc_urls = ["http://127.0.0.1:8545"]\nconfirmations = 3\nmax_reorg_depth = 10\n'
         'poll_interval = 2\nbatch_blocks = 50\nfinality = "tag"\n'
-        'multicall3 = "0xcA11bde05977b3631167028862bE2a173976CA11"',
+        'multicall3 = "0xcA11bde05977b3631167028862bE2a173976CA11"\ntopics_above = false',
     )
     text += '\n[service]\nmetrics_listen = "[::1]:0"\nreconcile_interval = 5\n'
     text += "ready_max_lag_blocks = 3\nshutdown_grace = 1.5\n"
@@ -128,6 +129,7 @@ def test_config_explicit_values_beat_defaults(tmp_path: Path, abi_dir: Path) -> 
     assert (chain.confirmations, chain.max_reorg_depth, chain.batch_blocks) == (3, 10, 50)
     assert (chain.poll_interval_s, chain.finality) == (2.0, "tag")
     assert chain.multicall3 == config.MULTICALL3
+    assert chain.topics_above is None  # false: always by address
     assert settings.service == config.ServiceSettings(("::1", 0), 5.0, 3, 1.5, 7, 0.5)
 
 
@@ -202,6 +204,8 @@ CHAIN_CASES = [
     ("chain_id = 31337", "chain_id = 1\nmax_reorg_depth = 5", "must not exceed max_reorg_depth"),
     ("chain_id = 31337", "chain_id = 31337\nconfirmatons = 1", "confirmatons: unknown key"),
     ("chain_id = 31337", "chain_id = 31337\naddress_chunk = 0", "address_chunk: must be at l"),
+    ("chain_id = 31337", "chain_id = 31337\ntopics_above = -1", "topics_above: must not be neg"),
+    ("chain_id = 31337", "chain_id = 31337\ntopics_above = true", "topics_above: expected an i"),
     ("chain_id = 31337", "chain_id = 31337\nfinality = 'safe'", 'finality: must be "tag" or'),
     ("chain_id = 31337", "chain_id = 31337\nbatch_blocks = 0", "batch_blocks: must be at least"),
     ("chain_id = 31337", "chain_id = 31337\npoll_interval = 0", "poll_interval: must be a pos"),

@@ -87,7 +87,7 @@ class MemChain:
         if method == "eth_getLogs":
             flt = params[0]
             lo, hi = int(flt["fromBlock"], 16), int(flt["toBlock"], 16)
-            if ADDR not in flt["address"]:
+            if "address" in flt and ADDR not in flt["address"]:
                 return []
             return [self.log(n) for n in sorted(self.log_blocks) if lo <= n <= min(hi, self.head)]
         if method == "eth_call":
@@ -286,6 +286,21 @@ async def test_rpc_get_range_with_no_address_asks_no_logs() -> None:
         result = await rpc.get_range(0, 9, [], full_headers=False)
     assert result.logs == []
     assert fake.calls["eth_getLogs"] == 0
+
+
+async def test_rpc_get_range_by_topic0_sends_no_address_and_refuses_other_topics() -> None:
+    """By topics: one eth_getLogs filter with the topic0 set and no address; a log whose
+    topic0 was not asked for is a node's error (InvalidRpcData), not data."""
+    chain = MemChain()
+    async with FakeRpc(chain) as fake, RpcClient([fake.url], **FAST) as rpc:
+        got = await rpc.get_range(0, 20, [OTHER], full_headers=False, topics=[TOPIC])
+        [flt] = [p[0] for m, p in chain.calls if m == "eth_getLogs"]
+        assert flt["topics"] == [[TOPIC]]
+        assert "address" not in flt
+        # ADDR's logs come back though OTHER is the one watched: the caller keeps its own
+        assert [lg.address for lg in got.logs] == [ADDR] * 7
+        with pytest.raises(InvalidRpcData, match="topic0 not asked for"):
+            await rpc.get_range(0, 20, [OTHER], full_headers=False, topics=["0x" + "22" * 32])
 
 
 SEED = int(os.environ.get("RPC_FAULT_SEED", "4"))
