@@ -716,7 +716,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.scale:
         from bench.scale import run_scale  # noqa: PLC0415 (it imports this module)
 
-        return asyncio.run(run_scale(a.scale_banks, a.scale_wallets, min(a.follow_blocks, 30)))
+        follow = min(a.follow_blocks, 30)
+        return asyncio.run(run_scale(a.scale_banks, a.scale_wallets, follow, a.repeat))
     if a.pusher:
         from bench.pusher import run_pusher  # noqa: PLC0415 (it imports this module)
 
