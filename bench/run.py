@@ -699,6 +699,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--scale-wallets", type=int, default=1_000_000, help="--scale: wallets paid")
     p.add_argument(
+        "--scale-noise",
+        type=int,
+        default=0,
+        help="--scale: unwatched logs of another signature (watched contracts a minority)",
+    )
+    p.add_argument(
+        "--scale-foreign",
+        type=int,
+        default=0,
+        help="--scale: unwatched RewardAdded of the watched signature",
+    )
+    p.add_argument(
         "--explain",
         action="store_true",
         help="the plans of the daemon's queries at 1M events (bench/explain.py; --events N)",
@@ -717,7 +729,11 @@ def main(argv: list[str] | None = None) -> int:
         from bench.scale import run_scale  # noqa: PLC0415 (it imports this module)
 
         follow = min(a.follow_blocks, 30)
-        return asyncio.run(run_scale(a.scale_banks, a.scale_wallets, follow, a.repeat))
+        return asyncio.run(
+            run_scale(
+                a.scale_banks, a.scale_wallets, follow, a.repeat, a.scale_noise, a.scale_foreign
+            )
+        )
     if a.pusher:
         from bench.pusher import run_pusher  # noqa: PLC0415 (it imports this module)
 

@@ -62,7 +62,44 @@ def _call(selector: str, types: list[str], args: list[object]) -> str:
     return "0x" + (keccak(text=selector)[:4] + abi_encode(types, args)).hex()
 
 
-def build(banks: int, wallets: int, path: Path, meta: Path) -> ChainInfo:
+NOISE_PER_TX = 1_000  # unwatched logs per transaction of the LogEmitter
+NOISE_TOPIC = "0x" + keccak(text="Transfer(address,address,uint256)").hex()
+
+
+def _noise(node: Anvil, admin: str, emitter: str, token: str, noise: int, foreign: int) -> None:
+    """Traffic of a contract nobody watches (the LogEmitter): ``noise`` logs of another
+    signature (an ERC-20 Transfer's topic0) and ``foreign`` RewardAdded of the very signature
+    MultiTokenPushPull emits, so that a filter by topic0 brings them too."""
+    sent = 0
+    for first in range(0, noise, NOISE_PER_TX):
+        count = min(NOISE_PER_TX, noise - first)
+        data = "0x" + (first + 1).to_bytes(32, "big").hex()
+        raw = _call(
+            "emitRawMany(uint8,bytes32[],bytes,uint256)",
+            ["uint8", "bytes32[]", "bytes", "uint256"],
+            [1, [bytes.fromhex(NOISE_TOPIC[2:])], bytes.fromhex(data[2:]), count],
+        )
+        send_tx(node, admin, emitter, raw, gas=3_000_000)
+        sent += 1
+        if sent % PUSHES_PER_BLOCK == 0:
+            node.mine(1)
+    for first in range(0, foreign, REWARDS_PER_TX):
+        count = min(REWARDS_PER_TX, foreign - first)
+        raw = _call(
+            "emitRewardsAdded(address,address,uint160,uint256,uint256)",
+            ["address", "address", "uint160", "uint256", "uint256"],
+            [token, emitter, 0x3000000 + first, 1, count],
+        )
+        send_tx(node, admin, emitter, raw, gas=3_000_000)
+        sent += 1
+        if sent % PUSHES_PER_BLOCK == 0:
+            node.mine(1)
+    node.mine(1)
+
+
+def build(
+    banks: int, wallets: int, path: Path, meta: Path, noise: int = 0, foreign: int = 0
+) -> ChainInfo:
     """Build the scale chain (see the module docstring) and dump it to ``path``."""
     t0 = time.perf_counter()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -122,6 +159,8 @@ def build(banks: int, wallets: int, path: Path, meta: Path) -> ChainInfo:
                     pull = _call("pullReward(address)", ["address"], [token])
                     send_tx(node, dp.address_of(key).lower(), mtpp, pull, gas=200_000)
                 node.mine(1)
+        if noise or foreign:
+            _noise(node, admin, addresses["LogEmitter"], token, noise, foreign)
         for _ in range(10):  # the tail: below the reorg window
             node.mine(10)
         node.rpc("evm_setAutomine", [True])
@@ -150,10 +189,15 @@ def build(banks: int, wallets: int, path: Path, meta: Path) -> ChainInfo:
     )
 
 
-def cached(banks: int, wallets: int) -> ChainInfo:
+def cached(banks: int, wallets: int, noise: int = 0, foreign: int = 0) -> ChainInfo:
     stem = CACHE / f"scale-v{LAYOUT_VERSION}-{banks}b-{wallets}w"
     what = f"the scale chain: {banks:,} banks, {wallets:,} wallets"
-    return from_cache(stem, what, lambda path, meta: build(banks, wallets, path, meta))
+    if noise or foreign:
+        stem = stem.with_name(f"{stem.name}-{noise}n-{foreign}f")
+        what += f", {noise:,} + {foreign:,} unwatched logs"
+    return from_cache(
+        stem, what, lambda path, meta: build(banks, wallets, path, meta, noise, foreign)
+    )
 
 
 REORG_WINDOW = 3
@@ -223,8 +267,15 @@ async def _reconcile(pg: object, node: Anvil, info: ChainInfo, tmp: Path, dsn: s
     )
 
 
-async def run_scale(banks: int, wallets: int, follow_blocks: int = 30, repeat: int = 1) -> int:
-    info = cached(banks, wallets)
+async def run_scale(
+    banks: int,
+    wallets: int,
+    follow_blocks: int = 30,
+    repeat: int = 1,
+    noise: int = 0,
+    foreign: int = 0,
+) -> int:
+    info = cached(banks, wallets, noise, foreign)
     print(
         f"rewardsync scale bench — {dt.date.today()} — {platform.node()} ({os.cpu_count()} "
         f"cores, {platform.python_implementation()} {platform.python_version()})"
@@ -232,6 +283,12 @@ async def run_scale(banks: int, wallets: int, follow_blocks: int = 30, repeat: i
     print(
         f"chain: {banks:,} banks made by the factory, {info.reward_added:,} RewardAdded to "
         f"{wallets:,} wallets, {info.events:,} watched events over {info.blocks:,} blocks"
+        + (
+            f"; beside them, unwatched: {noise:,} logs of another signature and {foreign:,} "
+            "RewardAdded of the same one"
+            if noise or foreign
+            else ""
+        )
     )
     tmp = Path(tempfile.mkdtemp(prefix="rewardsync-scale-"))
     with bench_run._services(info) as (pg, node):
