@@ -293,13 +293,13 @@ async def run_scale(
     tmp = Path(tempfile.mkdtemp(prefix="rewardsync-scale-"))
     with bench_run._services(info) as (pg, node):
         # both fetch paths for many contracts, taking turns (this VM's neighbours make single
-        # runs wander by a third); the default (by topic0 above topics_above) last, so that
-        # the reconcile and follow below run on its database
+        # runs wander by a third); the default (address chunks) last, so that the reconcile
+        # and follow below run on its database
         walls: dict[str, list[float]] = {}
         for i in range(repeat):
             for label, name, knob in (
-                ("in address chunks of 500", "scale_chunks", "topics_above = false"),
-                ("by topic0 (default above 500 contracts)", "scale_backfill", None),
+                ("by topic0 (topics_above = 0)", "scale_topics", "topics_above = 0"),
+                ("in address chunks of 500 (the default)", "scale_backfill", None),
             ):
                 back, _cfg = await bench_run.measure_backfill(
                     pg, node, info, tmp, name, chain_knob=knob

@@ -88,7 +88,7 @@ def test_config_valid_file_loads_with_defaults(tmp_path: Path, abi_dir: Path) ->
     (chain,) = settings.chains
     assert (chain.confirmations, chain.max_reorg_depth, chain.finality) == (0, 64, "depth")
     assert (chain.batch_blocks, chain.poll_interval_s, chain.multicall3) == (2000, 0.5, None)
-    assert (chain.address_chunk, chain.topics_above) == (500, 500)
+    assert (chain.address_chunk, chain.topics_above) == (500, None)  # by address
     mtpp, factory, bank = chain.contracts
     assert mtpp.address == "0x5fbdb2315678afecb367f032d93f642f64180aa3"
     assert mtpp.abi_path == abi_dir / "MultiTokenPushPull.json"
@@ -119,7 +119,7 @@ def test_config_explicit_values_beat_defaults(tmp_path: Path, abi_dir: Path) -> 
         'rpc_urls = ["http://127.0.0.1:8545"]',
         'rpc_urls = ["http://127.0.0.1:8545"]\nconfirmations = 3\nmax_reorg_depth = 10\n'
         'poll_interval = 2\nbatch_blocks = 50\nfinality = "tag"\n'
-        'multicall3 = "0xcA11bde05977b3631167028862bE2a173976CA11"\ntopics_above = false',
+        'multicall3 = "0xcA11bde05977b3631167028862bE2a173976CA11"\ntopics_above = 800',
     )
     text += '\n[service]\nmetrics_listen = "[::1]:0"\nreconcile_interval = 5\n'
     text += "ready_max_lag_blocks = 3\nshutdown_grace = 1.5\n"
@@ -129,7 +129,7 @@ def test_config_explicit_values_beat_defaults(tmp_path: Path, abi_dir: Path) -> 
     assert (chain.confirmations, chain.max_reorg_depth, chain.batch_blocks) == (3, 10, 50)
     assert (chain.poll_interval_s, chain.finality) == (2.0, "tag")
     assert chain.multicall3 == config.MULTICALL3
-    assert chain.topics_above is None  # false: always by address
+    assert chain.topics_above == 800
     assert settings.service == config.ServiceSettings(("::1", 0), 5.0, 3, 1.5, 7, 0.5)
 
 
