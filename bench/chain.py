@@ -179,6 +179,7 @@ def stop_dumping(node: Anvil, timeout: float) -> None:
     if node.proc.poll() is None:
         os.killpg(node.proc.pid, signal.SIGTERM)
         node.proc.wait(timeout=timeout)
+    node.stop()  # its own HOME goes too
 
 
 def record(tmp: Path, path: Path, meta: Path, info: ChainInfo) -> ChainInfo:
