@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,10 +44,10 @@ import asyncpg
 import orjson
 from eth_utils.crypto import keccak
 
-from bench.run import CpuMeter, _create_db, _env, _rpc, start_daemon
+from bench.run import CpuMeter, _create_db, _env, _rpc, services, start_daemon
 from indexer.demo import contracts as dc
 from tests.harness import INDEXER_BIN, ChainCfg, write_config
-from tests.procs import ANVIL_KEYS, ROOT, Anvil, PgCluster
+from tests.procs import ANVIL_KEYS, ROOT, Anvil
 
 CHAIN_ID = 31337
 SIGNER_KEY = dc.DISTRIBUTOR_KEY  # create_bank grants it DISTRIBUTOR_ROLE
@@ -335,19 +335,6 @@ async def check_paid_once(
 # ---- the run ----------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def services(gas_limit: int) -> Iterator[tuple[PgCluster, Anvil]]:
-    pg = PgCluster.start()
-    try:
-        node = Anvil.start("--gas-limit", str(gas_limit))
-        try:
-            yield pg, node
-        finally:
-            node.stop()
-    finally:
-        pg.stop()
-
-
 async def measure(  # the run's knobs, each a README figure
     n_rewards: int,
     n_banks: int,
@@ -361,7 +348,7 @@ async def measure(  # the run's knobs, each a README figure
 ) -> PusherResult:
     tmp = Path(tempfile.mkdtemp(prefix="rewardsync-bench-pusher-"))
     mining = "automine" if block_time is None else f"block time {block_time:g} s"
-    with services(gas_limit) as (pg, node):
+    with services(lambda: Anvil.start("--gas-limit", str(gas_limit))) as (pg, node):
         t0 = time.perf_counter()
         say(f"setup: contracts and {n_banks:,} banks on anvil (automine) ...")
         d, banks = deploy_banks(node, n_banks, say)

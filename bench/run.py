@@ -30,7 +30,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -557,16 +557,26 @@ async def pg_profile(pg: PgCluster, node: Anvil, info: ChainInfo, tmp: Path, top
 
 
 @contextlib.contextmanager
-def _services(info: ChainInfo, *, profile: bool = False) -> Iterator[tuple[PgCluster, Anvil]]:
-    pg = PgCluster.start(settings=PG_PROFILE_SETTINGS if profile else None)
+def services(
+    start: Callable[[], Anvil], pg_settings: dict[str, str] | None = None
+) -> Iterator[tuple[PgCluster, Anvil]]:
+    """A throwaway PostgreSQL and the anvil ``start`` gives, both stopped whatever happens."""
+    pg = PgCluster.start(settings=pg_settings)
     try:
-        node = start_node(info)
+        node = start()
         try:
             yield pg, node
         finally:
             node.stop()
     finally:
         pg.stop()
+
+
+def _services(
+    info: ChainInfo, *, profile: bool = False
+) -> contextlib.AbstractContextManager[tuple[PgCluster, Anvil]]:
+    """The bench chain ``info`` loaded into anvil, beside PostgreSQL."""
+    return services(lambda: start_node(info), PG_PROFILE_SETTINGS if profile else None)
 
 
 async def _throughput(

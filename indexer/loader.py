@@ -107,6 +107,9 @@ class RangeLoader:
         self.batch_blocks = batch_blocks
         self.topics_above = topics_above
         self._by_topics = False  # the filter of the last range (a change is logged)
+        # every event of every ABI, the factory children's too, so that a child found in a
+        # range has its logs in that range's answer already (the ABIs are fixed at start)
+        self._topic0s = sorted({spec.topic0 for spec in registry.specs()})
         self.span = min(batch_blocks, INITIAL_SPAN_BLOCKS)
         self.nrpc = 0
         # (first, planned last, full, task) of each range loading ahead, in chain order
@@ -141,9 +144,7 @@ class RangeLoader:
 
     def _topics(self, watched: Sequence[str]) -> list[str] | None:
         """The watched events' topic0 values when more than ``topics_above`` contracts are
-        watched (the filter is then by topic, not by address), else None. Every event of
-        every ABI counts, the factory children's too, so a child found in a range has its
-        logs in that range's answer already."""
+        watched (the filter is then by topic, not by address), else None."""
         by_topics = self.topics_above is not None and len(watched) > self.topics_above
         if by_topics != self._by_topics:
             self._by_topics = by_topics
@@ -153,9 +154,7 @@ class RangeLoader:
                 by="topic0" if by_topics else "address",
                 watched=len(watched),
             )
-        if not by_topics:
-            return None
-        return sorted({spec.topic0 for spec in self.registry.specs()})
+        return self._topic0s if by_topics else None
 
     # ---- pipelining ---------------------------------------------------------------------
 

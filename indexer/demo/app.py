@@ -436,15 +436,8 @@ async def _settle(demo: Demo, pool: asyncpg.Pool) -> None:
         # the hash too: a same-height reorg (the traffic's last act) leaves the number equal
         # while the stored tip is the old branch; stopping then left verify a changed hash
         node = await asyncio.to_thread(demo.anvil.rpc, "eth_getBlockByNumber", [hex(head), False])
-        if (
-            not open_rewards
-            and cp is not None
-            and (cp["block_number"], cp["block_hash"])
-            == (
-                head,
-                node["hash"],
-            )
-        ):
+        tip = None if cp is None else (cp["block_number"], cp["block_hash"])
+        if not open_rewards and tip == (head, node["hash"]):
             return
         if open_rewards:
             await asyncio.to_thread(demo.anvil.mine)

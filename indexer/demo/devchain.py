@@ -311,12 +311,14 @@ class Anvil:
         ``depth`` counts from the head the caller saw."""
         self.rpc("evm_setAutomine", [False])
         try:
-            head = self.block_number()
+            head, deadline = self.block_number(), time.monotonic() + 10
             while True:
                 time.sleep(0.03)
                 now = self.block_number()
                 if now == head:
                     break
+                if time.monotonic() > deadline:  # e.g. an interval miner: not for this
+                    raise RuntimeError("anvil kept mining with automine off")
                 head = now
             self.rpc("anvil_reorg", [depth, list(txs)])
         finally:
