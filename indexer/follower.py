@@ -144,9 +144,10 @@ class ChainFollower:
         ``sized=False``: the furthest that range may end (a prefetched range was sized by the
         span of its time, which may have shrunk by a block since)."""
         span = min(self.loader.span, self.spec.batch_blocks) if sized else self.spec.batch_blocks
-        last = min(head, first + span - 1)
-        if self.spec.until_block is not None:
-            last = min(last, self.spec.until_block)
+        end = head if self.spec.until_block is None else min(head, self.spec.until_block)
+        if sized:
+            span = drain_span(span, end - first + 1)
+        last = min(end, first + span - 1)
         full = last > self.finalized
         if full and first <= self.finalized:
             last, full = self.finalized, False  # the final part first, sparse
@@ -267,3 +268,17 @@ class ChainFollower:
         self.halted = halted
         metrics.HALTED.labels(self.spec.name).set(1 if halted else 0)
         metrics.HEALTHY.labels(self.spec.name).set(0 if halted else 1)
+
+
+DRAIN_MIN_FRACTION = 8  # the smallest draining range: this fraction of the span
+
+
+def drain_span(span: int, remaining: int) -> int:
+    """The span of the next range when ``remaining`` blocks are left to the target (the head,
+    or a backfill's end): within two spans of it, half of what remains, down to an eighth of
+    the span. Ranges are loaded ahead while earlier ones commit, so when the last one is
+    decoded the database still has those in flight to write, alone; halved ranges make that
+    tail a few small commits instead of two or three full ones."""
+    if remaining <= 2 * span:
+        return max(span // DRAIN_MIN_FRACTION, 1, -(-remaining // 2))
+    return span

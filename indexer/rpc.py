@@ -15,6 +15,7 @@ suggests); ``GROW_AFTER_SUCCESSES`` full ranges in a row double it again.
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Sequence
 from typing import Any, Final
@@ -197,7 +198,8 @@ class RpcClient(Transport):
             logs_raw = [lg for a in answers for lg in a]  # validate_range orders and dedups
             headers_raw = dict(zip(numbers, results[len(filters) :], strict=True))
             try:
-                return validate_range(
+                return await asyncio.to_thread(
+                    validate_range,
                     from_block,
                     to,
                     logs_raw,

@@ -51,7 +51,7 @@ from indexer.metrics import (
     RPC_REQUESTS,
     RPC_SECONDS,
 )
-from indexer.rpcdata import qty_field
+from indexer.rpcdata import FAST_ANSWER_MIN, loads_answer, qty_field
 
 log = structlog.get_logger()
 _T = TypeVar("_T")
@@ -169,7 +169,11 @@ class Transport:
         if status >= 500 or status == 408:
             raise Transient("http_5xx", f"HTTP {status}", parse_retry_after(retry_after))
         try:
-            return orjson.loads(payload)
+            if len(payload) < FAST_ANSWER_MIN:
+                return orjson.loads(payload)
+            # a large answer is read in a worker thread: the event loop stays free to send
+            # the commit's next statement meanwhile (PostgreSQL waited on it otherwise)
+            return await asyncio.to_thread(loads_answer, payload)
         except orjson.JSONDecodeError:
             if status != 200:
                 raise RpcError(f"HTTP {status} without a JSON-RPC answer") from None
