@@ -306,6 +306,11 @@ def _scan_logs(text: str, start: int) -> tuple[list[RawLog], int] | None:
         return None
     match, getter = compiled[0].match, compiled[1]
     new = tuple.__new__  # RawLog(...) without NamedTuple's Python-level __new__
+    # One object per distinct hash, address and topic, as parse_logs shares them: the logs
+    # of a block, a transaction, a contract or an event repeat them (a third of the memory
+    # of the ranges in flight otherwise; ~0.3 us per log).
+    shared: dict[str, str] = {}
+    one = shared.setdefault
     out: list[RawLog] = []
     append = out.append
     pos = start
@@ -316,17 +321,18 @@ def _scan_logs(text: str, start: int) -> tuple[list[RawLog], int] | None:
         block, bhash, thash, txi, logi, address, topics, data, sep = getter(m.groups())
         if len(data) % 2:
             return None
+        words = topics[1:-1].split('","') if topics else ()
         append(
             new(
                 RawLog,
                 (
                     int(block, 16),
-                    bhash,
-                    thash,
+                    one(bhash, bhash),
+                    one(thash, thash),
                     int(txi, 16),
                     int(logi, 16),
-                    address,
-                    tuple(topics[1:-1].split('","')) if topics else (),
+                    one(address, address),
+                    tuple(map(one, words, words)),
                     data,
                 ),
             )
