@@ -16,14 +16,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import orjson
 import structlog
 
 from indexer import metrics
 from indexer.jsonrpc import backoff_delay, redact_url
+
+if TYPE_CHECKING:
+    import aiohttp
 
 log = structlog.get_logger()
 
@@ -58,6 +60,8 @@ class HeadSubscription:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Keep the subscription open until ``stop``; never raises for a network fault."""
+        import aiohttp  # noqa: PLC0415 (only with a ws_url: a backfill starts without it)
+
         attempt = 0
         async with aiohttp.ClientSession() as session:
             while not stop.is_set():
@@ -81,6 +85,8 @@ class HeadSubscription:
                     await asyncio.wait_for(stop.wait(), delay)
 
     async def _subscribe(self, session: aiohttp.ClientSession, stop: asyncio.Event) -> None:
+        import aiohttp  # noqa: PLC0415 (imported by ``run`` already)
+
         async with session.ws_connect(
             self.url,
             timeout=aiohttp.ClientWSTimeout(ws_close=CONNECT_TIMEOUT_S),

@@ -24,7 +24,6 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, Final, NoReturn, Self, TypeVar
 
-import aiohttp
 import orjson
 import structlog
 
@@ -35,8 +34,8 @@ from indexer.errors import (
     RpcUnavailable,
     WrongChainId,
 )
+from indexer.http import HttpClient, HttpError
 from indexer.jsonrpc import (
-    ResponseTooLarge,
     Transient,
     backoff_delay,
     parse_response,
@@ -57,7 +56,6 @@ log = structlog.get_logger()
 _T = TypeVar("_T")
 
 MAX_RESPONSE_BYTES: Final = 64 * 1024 * 1024
-_READ_CHUNK: Final = 1 << 16
 _HEADERS: Final = {"Content-Type": "application/json", "Accept": "application/json"}
 
 
@@ -100,7 +98,7 @@ class Transport:
         self._max_batch_size = max_batch_size
         self._rng = rng or random.Random()
         self._current = 0
-        self._session: aiohttp.ClientSession | None = None
+        self._http: HttpClient | None = None
         self._max_response_bytes = max_response_bytes
         # Endpoint identity: with ``chain_id`` set, an endpoint serves no request before its
         # eth_chainId said that id, and is asked again after any failure (a load balancer may
@@ -123,10 +121,10 @@ class Transport:
         await self.close()
 
     async def close(self) -> None:
-        """Close the HTTP session (idempotent)."""
-        if self._session is not None:
-            session, self._session = self._session, None
-            await session.close()
+        """Close the HTTP connections (idempotent)."""
+        if self._http is not None:
+            http, self._http = self._http, None
+            await http.close()
 
     @property
     def endpoint(self) -> int:
@@ -135,35 +133,25 @@ class Transport:
 
     # -- transport -------------------------------------------------------------------------
 
-    def _get_session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self._timeout_s),
-                connector=aiohttp.TCPConnector(limit=64, enable_cleanup_closed=True),
-            )
-        return self._session
-
     async def _post(self, idx: int, body: bytes) -> Any:
         """One HTTP round trip; transient failures become ``Transient`` (no URL inside)."""
-        session = self._get_session()
+        if self._http is None:
+            self._http = HttpClient(limit=64)
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self._timeout_s):
-                async with session.post(self._urls[idx], data=body, headers=_HEADERS) as resp:
-                    status = resp.status
-                    retry_after = resp.headers.get("Retry-After")
-                    payload = await self._read_capped(resp)
+                resp = await self._http.post(
+                    self._urls[idx], body, _HEADERS, max_bytes=self._max_response_bytes
+                )
         except TimeoutError:
             raise Transient("timeout", f"no answer within {self._timeout_s} s") from None
-        except (aiohttp.ClientError, OSError) as exc:
-            # from None: aiohttp's messages can carry the full URL, key included.
-            detail = type(exc).__name__
-            if isinstance(exc, OSError) and exc.strerror:
-                detail += f" ({exc.strerror})"  # errno text and host:port, never the path
-            raise Transient("transport", detail) from None
+        except HttpError as exc:
+            raise Transient("transport", str(exc)) from None  # never the URL (keys)
         RPC_ENDPOINT_SECONDS.labels(self._chain, self._ids[idx]).observe(
             time.perf_counter() - started
         )
+        status, payload = resp.status, resp.body
+        retry_after = resp.headers.get("retry-after")
         if status == 429:
             raise Transient("rate_limited", "HTTP 429", parse_retry_after(retry_after))
         if status >= 500 or status == 408:
@@ -178,21 +166,6 @@ class Transport:
             if status != 200:
                 raise RpcError(f"HTTP {status} without a JSON-RPC answer") from None
             raise Transient("bad_response", "response is not JSON") from None
-
-    async def _read_capped(self, resp: aiohttp.ClientResponse) -> bytes:
-        """The body, read in chunks and given up on past ``max_response_bytes``: a broken or
-        hostile node cannot make us hold an answer of any size in memory."""
-        cap = self._max_response_bytes
-        if (resp.content_length or 0) > cap:
-            raise ResponseTooLarge(cap)
-        parts: list[bytes] = []
-        size = 0
-        async for chunk in resp.content.iter_chunked(_READ_CHUNK):
-            size += len(chunk)
-            if size > cap:
-                raise ResponseTooLarge(cap)
-            parts.append(chunk)
-        return b"".join(parts)
 
     def _observe(self, calls: Sequence[tuple[str, list[Any]]], outcome: str, t0: float) -> None:
         elapsed = time.monotonic() - t0
