@@ -34,8 +34,9 @@ for secrets; an unset variable is a problem)::
     name                  required  unique; used by `--chain` and the env name below
     chain_id              required  unique, > 0; checked against eth_chainId at start
     rpc_urls              required  non-empty list of http(s):// URLs, tried in order
-                                    (failover). Env: INDEXER_RPC_URL_<NAME> (name
-                                    upper-cased, non-alphanumerics as "_"), comma-separated
+                                    (failover; a redirect is an error, not followed). Env:
+                                    INDEXER_RPC_URL_<NAME> (name upper-cased,
+                                    non-alphanumerics as "_"), comma-separated
     ws_url                -         ws(s):// URL of the node for an eth_subscribe("newHeads")
                                     that wakes the follower at once when a block arrives
                                     (requests still go over rpc_urls); lost or absent: the

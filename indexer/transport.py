@@ -156,6 +156,8 @@ class Transport:
             raise Transient("rate_limited", "HTTP 429", parse_retry_after(retry_after))
         if status >= 500 or status == 408:
             raise Transient("http_5xx", f"HTTP {status}", parse_retry_after(retry_after))
+        if 300 <= status < 400:  # not followed: a JSON-RPC POST must not change its target
+            raise RpcError(f"HTTP {status}: the endpoint redirects; configure the URL it names")
         try:
             if len(payload) < FAST_ANSWER_MIN:
                 return orjson.loads(payload)

@@ -9,8 +9,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
+from indexer.errors import RpcError
 from indexer.http import HttpClient, HttpError
 from indexer.jsonrpc import ResponseTooLarge
+from indexer.transport import Transport
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
 
@@ -201,3 +203,18 @@ async def test_a_cancelled_request_does_not_leave_its_connection_for_the_next(se
         assert (await http.post(url, b"{}", {}, max_bytes=100)).body == b"answer 2"
     finally:
         await http.close()
+
+
+async def test_the_transport_refuses_a_redirect_at_once(serve: Serve) -> None:
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
+        await server.read(r)
+        w.write(b"HTTP/1.1 307 Temporary Redirect\r\nLocation: https://x/?key=k\r\n")
+        w.write(b"Content-Length: 0\r\n\r\n")
+        await w.drain()
+
+    server, url = await serve(handler)
+    async with Transport([url], max_attempts=3) as transport:
+        with pytest.raises(RpcError, match="redirects") as info:
+            await transport.request("eth_blockNumber", [])
+    assert "key" not in str(info.value)
+    assert server.connections == 1  # deterministic: not retried
