@@ -61,7 +61,13 @@ class ChainFollower:
         self.behind = NodeBehind(spec.name, rpc)
         self.watch = Watchlist(spec.addresses, spec.factories, registry, store)
         self.loader = RangeLoader(
-            spec.name, rpc, self.watch, registry, spec.batch_blocks, topics_above=spec.topics_above
+            spec.name,
+            rpc,
+            self.watch,
+            registry,
+            spec.batch_blocks,
+            chain_id=spec.chain_id,
+            topics_above=spec.topics_above,
         )
         self.head = -1
         self.finalized = -1

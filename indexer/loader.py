@@ -38,7 +38,7 @@ from indexer import metrics
 from indexer.decode import AbiRegistry, Event, Undecodable
 from indexer.errors import InvalidRpcData, LaggingNode
 from indexer.rpc import RpcClient
-from indexer.sink import Batch
+from indexer.sink import Batch, CopyData, copy_data
 from indexer.types import BlockHeader, RawLog
 from indexer.watch import Watchlist
 
@@ -73,6 +73,7 @@ class Fetched:
     # asked for, kept in chain order, where children found later take theirs from.
     by_topics: bool = False
     foreign: list[RawLog] = field(default_factory=list)
+    copy: CopyData | None = None  # the events' COPY data, made while an earlier range commits
 
     def batch(self, chain_id: int, parent: tuple[int, str | None], finalized: int) -> Batch:
         """What the sink commits: every header of a full range, those carrying logs (and the
@@ -89,6 +90,7 @@ class Fetched:
             quarantined=self.quarantined,
             finalized=finalized,
             header_by_number=self.headers,
+            copy=self.copy,
         )
 
 
@@ -103,9 +105,11 @@ class RangeLoader:
         registry: AbiRegistry,
         batch_blocks: int,
         *,
+        chain_id: int,
         topics_above: int | None = None,
     ) -> None:
         self.chain = chain
+        self.chain_id = chain_id
         self.rpc = rpc
         self.watch = watch
         self.registry = registry
@@ -145,7 +149,13 @@ class RangeLoader:
         await self._decode_all(fetched, fetched.last)
         await self._fill_headers(fetched)
         await self._check_blooms(fetched)
+        self._prepare_copy(fetched)
         return fetched
+
+    def _prepare_copy(self, fetched: Fetched) -> None:
+        """Make the range's COPY data now, while an earlier range commits: the commit then
+        only sends it (PostgreSQL, which paces a backfill, waited while it was built)."""
+        fetched.copy = copy_data(self.chain_id, fetched.events, fetched.headers)
 
     def _topics(self, watched: Sequence[str]) -> list[str] | None:
         """The watched events' topic0 values when more than ``topics_above`` contracts are
@@ -219,6 +229,7 @@ class RangeLoader:
         fetched.logs.extend(added)
         await self._decode_all(fetched, fetched.last, pending=added)
         await self._fill_headers(fetched)
+        self._prepare_copy(fetched)
 
     async def drop_prefetch(self) -> None:
         """Cancel the background loads, forgetting the children they may have bound."""
