@@ -31,7 +31,7 @@ from indexer import metrics
 from indexer.checkpoint import Checkpoint, CheckpointStore
 from indexer.decode import AbiRegistry
 from indexer.errors import FinalityViolation, ReorgTooDeep
-from indexer.loader import PREFETCH_DEPTH, RangeLoader
+from indexer.loader import GROUP_RANGES, PREFETCH_DEPTH, Fetched, RangeLoader
 from indexer.reorg import NodeBehind, find_ancestor
 from indexer.rpc import RpcClient
 from indexer.sink import Batch, PostgresSink
@@ -182,6 +182,9 @@ class ChainFollower:
             self._tip_verified = False
             return await self._rollback(cp, head)
         self.loader.adapt_span(fetched)
+        if not full:
+            fetched = await self._group(fetched, head)
+            last = fetched.last
         self._start_prefetch(last + 1, head)
         batch = fetched.batch(self.spec.chain_id, (cp.number, cp.hash), self.finalized)
         result = await self.sink.commit(batch)
@@ -190,6 +193,26 @@ class ChainFollower:
         nrows = sum(result.rows.values())
         self._committed(batch, head, nrows, full, time.perf_counter() - started)
         return StepResult(Step.ADVANCED, first=first, last=last, rows=nrows)
+
+    async def _group(self, fetched: Fetched, head: int) -> Fetched:
+        """``fetched`` joined by the ranges after it that are loaded already (up to
+        GROUP_RANGES in all, sparse: at or below the finalized block), committed as one:
+        the balances of the group are derived once, and the commits that PostgreSQL waits
+        between are fewer. Only what is ready is taken; nothing waits for it. Not within two
+        spans of the end: the last commits stay small (``drain_span``), PostgreSQL writes
+        them alone."""
+        end = head if self.spec.until_block is None else min(head, self.spec.until_block)
+        for _ in range(GROUP_RANGES - 1):
+            first = fetched.last + 1
+            if end - first + 1 <= 2 * self.loader.span or not self.loader.next_ready(first):
+                break
+            bound = self._plan(first, head, sized=False)[0]
+            after = await self.loader.take_prefetch(first, bound, False)
+            if after is None:
+                break
+            self.loader.adapt_span(after)
+            fetched = fetched.joined(after)
+        return fetched
 
     def _committed(self, batch: Batch, head: int, nrows: int, full: bool, elapsed_s: float) -> None:
         """Metrics and the log line of one commit."""

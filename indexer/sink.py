@@ -206,6 +206,18 @@ def copy_data(
     }
 
 
+def join_copy(first: CopyData, second: CopyData) -> CopyData:
+    """The COPY data of two consecutive ranges as one (a commit group)."""
+    joined = dict(first)
+    for table, (columns, data, n) in second.items():
+        if table in joined:
+            _cols, before, m = joined[table]
+            joined[table] = (columns, before + data, m + n)
+        else:
+            joined[table] = (columns, data, n)
+    return joined
+
+
 async def _chunks(data: bytes) -> AsyncIterator[bytes]:
     """COPY data as an async iterable: asyncpg reads a file-like source in a worker thread
     and takes ``bytes`` for a path (``os.fspath``)."""

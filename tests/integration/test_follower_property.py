@@ -573,3 +573,38 @@ async def test_unsafe_reorg_halts_and_deletes_nothing(
         assert not any(e["event"] == "reorg_detected" for e in logs)
     finally:
         await pool.close()
+
+
+async def test_commit_groups_keep_balances_equal_at_every_checkpoint(db_dsn: str) -> None:
+    """Below the finalized block a range already loaded ahead is committed with the one
+    before it (``follower._group``): such a commit spans more blocks than one range may
+    (``batch_blocks``). At every checkpoint the balances are the fold of the stored events,
+    and at the end the store equals the scripted chain."""
+    params = Params(4, 3, None, "tag", 2, 1, 0)
+    pool = await db.create_pool(db_dsn, size=2)
+    try:
+        world = World.build(params, pool, next(_chain_ids))
+        await world.follower.store.ensure(params.start_block)
+        widths: list[int] = []
+        with capture_logs():
+            world.chain.mine(60, 2)
+            for _ in range(MAX_STEPS):
+                result = await world.follower.step()
+                if result.step is not Step.ADVANCED:
+                    break
+                assert result.first is not None
+                assert result.last is not None
+                widths.append(result.last - result.first + 1)
+                stored = await read_stored(pool, world.chain_id)
+                fold: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])
+                for (block, _index), row in stored.rewards.items():
+                    assert block <= stored.number
+                    contract, token, wallet, amount = row[2], row[3], row[4], row[6]
+                    if amount:
+                        fold[(contract, token, wallet)][0] += amount
+                assert stored.balances == {k: (v[0], v[1]) for k, v in fold.items()}
+            await world.settle("caught up")
+    finally:
+        await pool.close()
+    assert max(widths) > params.batch_blocks, widths  # at least one commit was a group
+    assert sum(widths) == 60
