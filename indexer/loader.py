@@ -21,7 +21,8 @@ ahead of it was decoded may lack the children that one discovered: when taken, t
 every address watched now and not then are fetched over it and decoded in (``_catch_up``).
 Above the finalized block one range is prefetched (ranges there are small, and their bloom
 checks read the watchlist). At most three ranges are in memory, each sized (``span``) to about
-TARGET_LOGS_PER_RANGE logs.
+TARGET_LOGS_PER_RANGE logs. A prefetched range that is loaded when the one before it is about
+to commit may commit with it (``Fetched.joined``, ``GROUP_RANGES``; the follower decides).
 """
 
 from __future__ import annotations
