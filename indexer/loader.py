@@ -20,9 +20,10 @@ as a fresh one; anything else drops every prefetched range. A range asked for be
 ahead of it was decoded may lack the children that one discovered: when taken, the logs of
 every address watched now and not then are fetched over it and decoded in (``_catch_up``).
 Above the finalized block one range is prefetched (ranges there are small, and their bloom
-checks read the watchlist). At most three ranges are in memory, each sized (``span``) to about
-TARGET_LOGS_PER_RANGE logs. A prefetched range that is loaded when the one before it is about
-to commit may commit with it (``Fetched.joined``, ``GROUP_RANGES``; the follower decides).
+checks read the watchlist). A prefetched range that is loaded when the one before it is about
+to commit may commit with it (``Fetched.joined``, ``GROUP_RANGES``; the follower decides). At
+most four ranges are in memory (a group of two committing, two loading ahead), each sized
+(``span``) to about TARGET_LOGS_PER_RANGE logs.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from indexer.watch import Watchlist
 
 log = structlog.get_logger()
 
-# Bounds memory (at most three ranges of about this many logs are held) and sizes the
+# Bounds memory (at most four ranges of about this many logs are held) and sizes the
 # pipeline's steps. Against 20,000, a 200k-event backfill paying one new wallet per event
 # took 4 % less wall time (the last commits, which PostgreSQL writes alone, are smaller),
 # one paying 5,000 wallets the same time (its balance rows are updated once per range: more
