@@ -144,13 +144,17 @@ class ChainFollower:
             self._tip_verified = True
         return None
 
+    def _end(self, head: int) -> int:
+        """The last block this follower goes to now: the head, or a backfill's end."""
+        return head if self.spec.until_block is None else min(head, self.spec.until_block)
+
     def _plan(self, first: int, head: int, *, sized: bool = True) -> tuple[int, bool]:
         """The last block of the range starting at ``first``, and whether it needs the full
         header chain (above the finalized block) or only sparse headers (at or below it).
         ``sized=False``: the furthest that range may end (a prefetched range was sized by the
         span of its time, which may have shrunk by a block since)."""
         span = min(self.loader.span, self.spec.batch_blocks) if sized else self.spec.batch_blocks
-        end = head if self.spec.until_block is None else min(head, self.spec.until_block)
+        end = self._end(head)
         if sized:
             span = drain_span(span, end - first + 1)
         last = min(end, first + span - 1)
@@ -201,10 +205,10 @@ class ChainFollower:
         between are fewer. Only what is ready is taken; nothing waits for it. Not within two
         spans of the end: the last commits stay small (``drain_span``), PostgreSQL writes
         them alone."""
-        end = head if self.spec.until_block is None else min(head, self.spec.until_block)
+        end = self._end(head)
         for _ in range(GROUP_RANGES - 1):
             first = fetched.last + 1
-            if end - first + 1 <= 2 * self.loader.span or not self.loader.next_ready(first):
+            if draining(self.loader.span, end - first + 1) or not self.loader.next_ready(first):
                 break
             bound = self._plan(first, head, sized=False)[0]
             after = await self.loader.take_prefetch(first, bound, False)
@@ -308,6 +312,12 @@ def drain_span(span: int, remaining: int) -> int:
     the span. Ranges are loaded ahead while earlier ones commit, so when the last one is
     decoded the database still has those in flight to write, alone; halved ranges make that
     tail a few small commits instead of two or three full ones."""
-    if remaining <= 2 * span:
+    if draining(span, remaining):
         return max(span // DRAIN_MIN_FRACTION, 1, -(-remaining // 2))
     return span
+
+
+def draining(span: int, remaining: int) -> bool:
+    """Whether ``remaining`` blocks to the target are within two spans of it: ranges there
+    are halved (``drain_span``) and not grouped (``ChainFollower._group``)."""
+    return remaining <= 2 * span

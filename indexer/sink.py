@@ -154,11 +154,6 @@ def copy_field(value: Any) -> str:
     return str(value)
 
 
-def copy_lines(batch: Batch) -> dict[str, tuple[tuple[str, ...], list[str]]]:
-    """The batch's events per table as COPY text lines (``event_lines``)."""
-    return event_lines(batch.chain_id, batch.events, batch.header_by_number)
-
-
 def event_lines(
     chain_id: int, events: Sequence[Event], hb: dict[int, BlockHeader]
 ) -> dict[str, tuple[tuple[str, ...], list[str]]]:

@@ -14,7 +14,7 @@ from eth_abi.abi import encode
 from eth_utils.crypto import keccak
 
 from indexer.decode import AbiRegistry, Event
-from indexer.sink import Batch, copy_field, copy_lines, event_row, write_rows
+from indexer.sink import Batch, copy_field, event_lines, event_row, write_rows
 from indexer.types import BlockHeader, RawLog
 from tests.procs import ROOT
 
@@ -139,10 +139,11 @@ def _batch(events: list[Event]) -> Batch:
     )
 
 
-def test_copy_lines_are_copy_field_of_event_row() -> None:
+def test_event_lines_are_copy_field_of_event_row() -> None:
     """Fast lines (reward tables) and generic lines agree with the reference encoding."""
     events = _events()
-    tables = copy_lines(_batch(events))
+    batch = _batch(events)
+    tables = event_lines(batch.chain_id, batch.events, batch.header_by_number)
     got = {line for _cols, lines in tables.values() for line in lines}
     want = {"\t".join(copy_field(v) for v in event_row(CHAIN, e, HEADER)) + "\n" for e in events}
     assert got == want
