@@ -169,7 +169,8 @@ def _tune_malloc() -> None:
     thresholds (blocks up to 32 MiB from the heap, which keeps up to 256 MiB free at its top)
     three backfills took 54-60k minor faults instead of 74-89k and 0.17-0.18 s of system CPU
     instead of 0.25-0.32 s; the peak RSS, bounded by the ranges in memory, stayed within a
-    few MB. Not glibc (musl, macOS): nothing."""
+    few MB. The price: after a catch-up the daemon keeps what it freed (up to 256 MiB) instead
+    of returning it, so its RSS stays near the peak. Not glibc (musl, macOS): nothing."""
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (AttributeError, OSError):
